@@ -1,0 +1,76 @@
+"""The token-mixer contract and its registry.
+
+A token mixer is an `nn.Module` built from `(dim, **its own hyper-parameters)` that maps (B, C, H, W) to the
+same shape and only mixes tokens: no norm, residual or channel MLP inside. Mixers that work on tokens set
+`layout = "NLC"` and take `forward(x, grid)` with x of shape (B, N, C); `create_mixer` wraps them in `ToTokens`,
+so every built mixer honours the (B, C, H, W) contract and the layout is converted in one place.
+
+Hyper-parameters that depend on the model rather than the mixer are filled in by the builder when the mixer's
+signature names them: `kernel_size` (the model's k) and `grid_size` (the token grid, image size // patch size).
+A mixer tied to one token grid sets `fixed_grid = True` and raises `TokenGridError` on any other.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from .registry import Registry, did_you_mean
+
+MIXERS: Registry[type[nn.Module]] = Registry("mixer")
+register_mixer = MIXERS.register
+
+# filled in by the model builder, never by the user's mixer_kwargs
+MODEL_PROVIDED = ("kernel_size", "grid_size")
+
+
+class TokenGridError(ValueError):
+    """A mixer tied to one token grid got another (a different image size or patch size)."""
+
+
+class ToTokens(nn.Module):
+    """Runs a token-layout mixer inside the (B, C, H, W) contract."""
+
+    def __init__(self, mixer: nn.Module):
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        t = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, C)
+        t = self.mixer(t, (H, W))
+        return t.transpose(1, 2).reshape(B, C, H, W)  # (B, N, C) -> (B, C, H, W)
+
+
+def hyperparameters(fn: Any, skip: tuple[str, ...] = ("self", "dim")) -> dict[str, inspect.Parameter]:
+    """The keyword hyper-parameters a mixer or block constructor declares (its signature, minus `skip`)."""
+    return {n: p for n, p in inspect.signature(fn).parameters.items() if n not in skip}
+
+
+def check_kwargs(fn: Any, kwargs: dict[str, Any], what: str, reserved: tuple[str, ...] = ()) -> None:
+    """Raise a ValueError naming any key of `kwargs` that `fn` does not declare, or a value of the wrong type."""
+    params = hyperparameters(fn)
+    valid = [n for n in params if n not in reserved]
+    for key, value in kwargs.items():
+        if key not in valid:
+            raise ValueError(
+                f"{what} has no hyper-parameter {key!r}{did_you_mean(key, valid)}; "
+                f"valid: {', '.join(valid) or '(none)'}")
+        default = params[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{what}: {key} must be true or false, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{what}: {key} must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise ValueError(f"{what}: {key} must be an integer, got {value!r}")
+
+
+def create_mixer(name: str, dim: int, **kwargs: Any) -> nn.Module:
+    """Build a registered mixer as a (B, C, H, W) -> (B, C, H, W) module."""
+    cls = MIXERS.get(name)
+    check_kwargs(cls, kwargs, f"mixer {name!r}")
+    mixer = cls(dim, **kwargs)
+    return ToTokens(mixer) if getattr(cls, "layout", "NCHW") == "NLC" else mixer

@@ -1,0 +1,33 @@
+"""A frozen random token-mixing matrix (MetaFormer's RandFormer)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import TokenGridError, register_mixer
+
+
+@register_mixer("random")
+class RandomMixer(nn.Module):
+    """Mixes the N tokens with a frozen N x N matrix whose rows are softmax(uniform noise).
+
+    The matrix is a buffer, not a parameter: it is saved with the model but never trained and not counted in
+    the parameters. It is sized for one token grid, so any other grid raises `TokenGridError`.
+    """
+
+    layout = "NLC"
+    fixed_grid = True
+
+    def __init__(self, dim: int, grid_size: tuple[int, int] = (14, 14)):
+        super().__init__()
+        self.grid_size = tuple(grid_size)
+        n = grid_size[0] * grid_size[1]
+        self.register_buffer("mixing", torch.softmax(torch.rand(n, n), dim=-1))
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if tuple(grid) != self.grid_size:
+            raise TokenGridError(
+                f"mixer 'random' was built for a {self.grid_size[0]}x{self.grid_size[1]} token grid but got "
+                f"{grid[0]}x{grid[1]}; its matrix is sized by the token count, so build the model for this "
+                f"image size (img_size // patch_size must match)")
+        return torch.einsum("mn,bnc->bmc", self.mixing.to(x.dtype), x)
