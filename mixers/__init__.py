@@ -1,17 +1,24 @@
 """The model zoo: token mixers on one patchify stem, two block skeletons, one model builder.
 
-Every mixer module below registers itself on import; a new mixer is one file plus one import line here.
-`import mixers.zoo` registers the named variants with timm (it imports timm, which is slow to import).
+The names below are imported on first use (PEP 562), so `import mixers` and `mixers.registry` cost nothing and
+tools that only validate configs never import torch. `import mixers.zoo` registers the named variants with timm
+(it imports timm, which is slow to import).
 """
-from . import attention, conv, fourier, identity, mlp, pooling, random_mixing  # noqa: F401  (registration)
-from .base import MIXERS, TokenGridError, ToTokens, create_mixer, register_mixer
-from .blocks import BLOCKS, ConvMixerBlock, MetaFormerBlock
-from .layers import ACTIVATIONS, NORMS
-from .model import MixerNet
-from .registry import Registry, UnknownNameError
-from .stem import PatchStem
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "ACTIVATIONS", "BLOCKS", "MIXERS", "NORMS", "ConvMixerBlock", "MetaFormerBlock", "MixerNet", "PatchStem",
-    "Registry", "TokenGridError", "ToTokens", "UnknownNameError", "create_mixer", "register_mixer",
-]
+_EXPORTS = {
+    "MIXERS": "base", "TokenGridError": "base", "ToTokens": "base", "create_mixer": "base", "register_mixer": "base",
+    "BLOCKS": "blocks", "ConvMixerBlock": "blocks", "MetaFormerBlock": "blocks",
+    "ACTIVATIONS": "layers", "NORMS": "layers",
+    "MixerNet": "model",
+    "Registry": "registry", "UnknownNameError": "registry",
+    "PatchStem": "stem",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -12,6 +12,7 @@ A mixer tied to one token grid sets `fixed_grid = True` and raises `TokenGridErr
 from __future__ import annotations
 
 import inspect
+from importlib import import_module
 from typing import Any
 
 import torch
@@ -19,7 +20,16 @@ from torch import nn
 
 from .registry import Registry, did_you_mean
 
-MIXERS: Registry[type[nn.Module]] = Registry("mixer")
+# The modules that register a mixer: a new mixer is one file plus its name here.
+MIXER_MODULES = ("attention", "conv", "fourier", "identity", "mlp", "pooling", "random_mixing")
+
+
+def _import_mixers() -> None:
+    for module in MIXER_MODULES:
+        import_module(f"{__package__}.{module}")
+
+
+MIXERS: Registry[type[nn.Module]] = Registry("mixer", plugins=_import_mixers)
 register_mixer = MIXERS.register
 
 # filled in by the model builder, never by the user's mixer_kwargs

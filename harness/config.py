@@ -1,0 +1,183 @@
+"""The typed, validated config of one run, and how it is resolved from files, named recipes and overrides.
+
+A run config has five sections (model, data, recipe, system, bench) and a seed. The recipe may be given by name
+(`recipe: convmixer_cifar10`) or as a mapping with an optional `name` whose fields override the named recipe's.
+`run_id` is a stable hash of the resolved config: the same cell always gets the same id.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .recipes import RECIPES
+from .schema import ConfigError, check, did_you_mean, parse, set_dotted, to_dict
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    mixer: str = "dwconv"
+    block: str = "convmixer"        # convmixer | metaformer
+    dim: int = 256                  # h, the width
+    depth: int = 8                  # d, the number of blocks
+    patch_size: int = 2             # p
+    kernel_size: int = 5            # k, for mixers that use one (dwconv, pool)
+    act: str = "gelu"
+    mixer_kwargs: dict[str, Any] = field(default_factory=dict)  # the mixer's own hyper-parameters
+    block_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. mlp_ratio, norm, layer_scale_init
+    drop_path_rate: float = 0.0
+    drop_rate: float = 0.0          # dropout before the classifier
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "depth", "patch_size", "kernel_size"):
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", "must be in [0, 1)")
+        check(0.0 <= self.drop_rate < 1.0, "drop_rate", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    root: str | None = None         # where the dataset's files are (None: the dataset's default place)
+    image_size: int | None = None   # resize to this side (None: the dataset's own size)
+    loader: Literal["auto", "device", "dataloader"] = "auto"  # auto: keep the data on the device when it fits
+    num_workers: int = 4            # DataLoader path only
+    train_limit: int | None = None  # use only the first N training images (after a seeded shuffle)
+    options: dict[str, Any] = field(default_factory=dict)  # the dataset's own options (e.g. synthetic's shape)
+
+    def __post_init__(self) -> None:
+        check(self.image_size is None or self.image_size >= 1, "image_size", "must be >= 1")
+        check(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be >= 1")
+        check(self.num_workers >= 0, "num_workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    name: str | None = None         # the named recipe these fields started from
+    epochs: int = 15
+    batch_size: int = 64
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 5e-3                # peak learning rate
+    weight_decay: float = 0.01
+    momentum: float = 0.9           # sgd only
+    opt_eps: float = 1e-8           # adamw only
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_epochs: float = 0.0      # cosine only: linear warm-up
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None  # max gradient norm
+    crop: Literal["rrc", "translate", "none"] = "translate"
+    scale: tuple[float, float] = (0.08, 1.0)  # random resized crop area range
+    translate: int = 1              # pixels of reflect padding for crop=translate
+    hflip: float = 0.0              # probability
+    randaugment_n: int = 0          # RandAugment ops per image (0: off)
+    randaugment_m: float = 9.0      # magnitude, 0..10 (timm scale)
+    randaugment_mstd: float = 0.5   # magnitude noise
+    color_jitter: float = 0.0
+    reprob: float = 0.0             # random erasing probability
+    mixup: float = 0.0              # alpha (0: off)
+    cutmix: float = 0.0             # alpha (0: off)
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
+        check(0.0 < self.scale[0] <= self.scale[1] <= 1.0, "scale", f"must be 0 < lo <= hi <= 1, got {self.scale}")
+        for name in ("hflip", "reprob"):
+            check(0.0 <= getattr(self, name) <= 1.0, name, "must be a probability in [0, 1]")
+        check(0.0 <= self.randaugment_m <= 10.0, "randaugment_m", "must be in [0, 10]")
+        check(self.clip_grad is None or self.clip_grad > 0, "clip_grad", "must be > 0 or null")
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """Where and how the run executes. "auto" settings are decided by measurement and recorded in the result."""
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    layout: Literal["auto", "contiguous", "channels_last"] = "auto"
+    compile: bool | Literal["auto"] = "auto"
+    deterministic: bool = False     # deterministic kernels (exact resume on GPU; slower)
+    threads: int | None = None      # CPU threads (None: torch's default, or SLURM's cpus-per-task)
+    checkpoint: bool = True         # a checkpoint after every epoch, to resume from
+
+    def __post_init__(self) -> None:
+        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+              f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The throughput benchmark every run ends with (like timm's benchmark.py)."""
+    enabled: bool = True
+    batch_size: int | None = None   # None: 256 on a GPU, 32 on a CPU
+    warmup: int | None = None       # None: 10 on a GPU, 2 on a CPU
+    iters: int | None = None        # None: 40 on a GPU, 5 on a CPU
+    img_size: int | None = None     # None: the training resolution
+    compile: bool | Literal["auto"] = "auto"  # also measure compiled (auto: on GPUs only)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.to_dict())
+
+
+def run_id(resolved: dict[str, Any]) -> str:
+    """A stable 12-hex-digit id of a resolved config (key order does not matter)."""
+    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def expand_recipe(raw: Any, path: str = "recipe") -> dict[str, Any]:
+    """A recipe given as a name, or a mapping with an optional `name`, as a full mapping of fields."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a recipe name or a mapping, got {raw!r}")
+    name = raw.get("name")
+    if name is None:
+        return dict(raw)
+    if name not in RECIPES:
+        raise ConfigError(f"{path}.name: unknown recipe {name!r}{did_you_mean(str(name), RECIPES)}; "
+                          f"known: {', '.join(sorted(RECIPES))}")
+    return {**RECIPES[name], **raw}
+
+
+def resolve(raw: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+            path: str = "config") -> RunConfig:
+    """A RunConfig from a plain mapping plus dotted overrides; every key and type is checked."""
+    data = json.loads(json.dumps(raw or {}))  # a deep copy that also rejects what JSON cannot hold
+    for key, value in (overrides or {}).items():
+        if isinstance(data.get("recipe"), str):  # a recipe name, so that recipe.<field> can override it
+            data["recipe"] = {"name": data["recipe"]}
+        set_dotted(data, key, value)
+    if "recipe" in data:
+        data["recipe"] = expand_recipe(data["recipe"], f"{path}.recipe")
+    return parse(RunConfig, data, path)
+
+
+def load_config(file: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    raw: dict[str, Any] = {}
+    if file is not None:
+        with open(file) as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: expected a mapping of config sections, got {type(raw).__name__}")
+    return resolve(raw, overrides, path=str(file) if file else "config")
