@@ -54,7 +54,7 @@ class MixerNet(nn.Module):
         self.patch_size = patch_size
         self.img_size = img_size
         self.stem = PatchStem(in_chans, dim, patch_size, act_layer)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows with depth
         self.blocks = nn.Sequential(*[
             block_cls(dim, token_mixer=create_mixer(mixer, dim, **mixer_kwargs), act_layer=act_layer,
                       drop_path_rate=rates[i], **block_kwargs)

@@ -1,0 +1,211 @@
+"""Batches for training and evaluation.
+
+Two paths, one interface (iterate -> (x float (B, C, S, S) normalised, y int64 (B,), soft targets or None)):
+- `DeviceLoader`: the whole split kept on the device as uint8, shuffled and augmented there in batches by
+  `BatchAugment`. The default wherever the data fits (CIFAR, Fashion-MNIST, digits, packed files): no worker
+  processes and no host-to-device copy per step.
+- `HostLoader`: a torch DataLoader with per-image timm/torchvision transforms on CPU workers, for data that does
+  not fit (ImageNet-sized folders), or on request (`data.loader: dataloader`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .augment import AugmentSpec, BatchAugment, BatchMix, MixSpec, normalize
+from .config import DataConfig, RecipeConfig
+from .datasets import Dataset, Geometry, create_dataset
+
+Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def augment_spec(recipe: RecipeConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> AugmentSpec:
+    return AugmentSpec(crop=recipe.crop, scale=recipe.scale, translate=recipe.translate, hflip=recipe.hflip,
+                       randaugment_n=recipe.randaugment_n, randaugment_m=recipe.randaugment_m,
+                       randaugment_mstd=recipe.randaugment_mstd, color_jitter=recipe.color_jitter,
+                       reprob=recipe.reprob, mean=mean, std=std)
+
+
+def mix_spec(recipe: RecipeConfig) -> MixSpec | None:
+    if recipe.mixup <= 0 and recipe.cutmix <= 0:
+        return None
+    return MixSpec(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing)
+
+
+class DeviceLoader:
+    """A split held on the device as uint8 (N, C, H, W); batches drawn, augmented and mixed there.
+
+    Every random draw comes from one CPU generator seeded by the run, whose state is saved with each checkpoint, so
+    a resumed run sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, out_size: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], augment: BatchAugment | None = None,
+                 mix: BatchMix | None = None, seed: int = 0, layout: torch.memory_format = torch.contiguous_format):
+        self.images, self.labels = images, labels
+        self.batch_size, self.out_size, self.mean, self.std = batch_size, out_size, mean, std
+        self.augment, self.mix, self.layout = augment, mix, layout
+        self.train = augment is not None
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        # training drops the last partial batch (one BN batch size throughout); evaluation sees every image
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.train else len(self.labels)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        order = order.to(self.images.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x, y = self.images[idx], self.labels[idx]
+            if self.augment is not None:
+                x = self.augment(x, self.generator)
+            else:
+                x = normalize(x, self.mean, self.std, self.out_size)
+            soft = None
+            if self.mix is not None:
+                x, soft = self.mix(x, y, self.generator)
+            yield x.contiguous(memory_format=self.layout), y, soft
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """uint8 (N, C, H, W) arrays as PIL images through a per-image transform (the host path's in-memory case)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+        image = self.images[i].transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+        pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        return self.transform(pil), int(self.labels[i])
+
+
+class HostLoader:
+    """A DataLoader over per-image CPU transforms; batches are moved to the device and mixed there."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, train: bool, device: torch.device,
+                 num_workers: int, mix: BatchMix | None = None, seed: int = 0,
+                 layout: torch.memory_format = torch.contiguous_format):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
+            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0, generator=self.generator)
+        self.batch_size, self.device, self.mix, self.layout, self.train = batch_size, device, mix, layout, train
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.train else len(self.loader.dataset)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for x, y in self.loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            soft = None
+            if self.mix is not None:
+                x, soft = self.mix(x, y, self.generator)
+            yield x.contiguous(memory_format=self.layout), y, soft
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def host_transform(recipe: RecipeConfig | None, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """The per-image transform of the host path: timm's create_transform (train: the recipe's augmentation)."""
+    from timm.data import create_transform
+    from torchvision import transforms as T
+    if recipe is None:
+        return create_transform(size, is_training=False, mean=mean, std=std, crop_pct=1.0)
+    if recipe.crop == "translate":
+        steps = [T.Resize(size), T.RandomCrop(size, padding=recipe.translate, padding_mode="reflect"),
+                 T.RandomHorizontalFlip(recipe.hflip), T.ToTensor(), T.Normalize(mean, std)]
+        return T.Compose(steps)
+    aa = (f"rand-m{recipe.randaugment_m:g}-n{recipe.randaugment_n}-mstd{recipe.randaugment_mstd:g}-inc1"
+          if recipe.randaugment_n else None)
+    scale = recipe.scale if recipe.crop == "rrc" else (1.0, 1.0)
+    return create_transform(size, is_training=True, scale=scale, hflip=recipe.hflip, auto_augment=aa,
+                            color_jitter=recipe.color_jitter or None, re_prob=recipe.reprob, mean=mean, std=std)
+
+
+@dataclass
+class Loaders:
+    train: DeviceLoader | HostLoader
+    test: DeviceLoader | HostLoader
+    geometry: Geometry
+    kind: str  # "device" | "dataloader"
+
+
+def _fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether `nbytes` of uint8 data may live on `device`: under half of its free memory (a quarter of RAM on CPU)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes < free // 2
+    import os
+    return nbytes < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def open_dataset(data: DataConfig) -> Dataset:
+    dataset = create_dataset(data.dataset, data.root, **data.options)
+    dataset.check()
+    return dataset
+
+
+def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, seed: int) -> Loaders:
+    """The run's train and test batches; their `layout` (memory format) may be set once the model's is chosen."""
+    dataset = open_dataset(data)
+    geometry = dataset.geometry()
+    size = data.image_size or geometry.image_size
+    geometry = Geometry(geometry.channels, size, geometry.num_classes)
+    mix = mix_spec(recipe)
+    batch_mix = BatchMix(mix, geometry.num_classes) if mix else None
+    eval_batch = max(recipe.batch_size, 256)
+
+    if dataset.in_memory:
+        (xtr, ytr), (xte, yte) = dataset.load("train"), dataset.load("test")
+        if data.train_limit is not None:
+            keep = np.random.default_rng(seed).permutation(len(ytr))[:data.train_limit]
+            xtr, ytr = xtr[keep], ytr[keep]
+        mean = tuple(float(m) for m in xtr.mean(axis=(0, 2, 3)) / 255.0)  # per-channel statistics of the train split
+        std = tuple(float(s) for s in xtr.std(axis=(0, 2, 3)) / 255.0)
+        use_device = data.loader == "device" or (data.loader == "auto" and _fits_on(device, xtr.nbytes + xte.nbytes))
+        if use_device:
+            put = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+            augment = BatchAugment(augment_spec(recipe, mean, std), size)
+            train = DeviceLoader(put(xtr), put(ytr), recipe.batch_size, size, mean, std, augment, batch_mix, seed)
+            test = DeviceLoader(put(xte), put(yte), eval_batch, size, mean, std)
+            return Loaders(train, test, geometry, "device")
+        train_set = ArrayDataset(xtr, ytr, host_transform(recipe, size, mean, std))
+        test_set = ArrayDataset(xte, yte, host_transform(None, size, mean, std))
+    else:
+        from torchvision.datasets import ImageFolder
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        train_set = ImageFolder(str(dataset.folder("train")), host_transform(recipe, size, mean, std))
+        test_set = ImageFolder(str(dataset.folder("test")), host_transform(None, size, mean, std))
+    train = HostLoader(train_set, recipe.batch_size, True, device, data.num_workers, batch_mix, seed)
+    test = HostLoader(test_set, eval_batch, False, device, data.num_workers)
+    return Loaders(train, test, geometry, "dataloader")

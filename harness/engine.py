@@ -1,0 +1,80 @@
+"""One training epoch and one evaluation pass.
+
+Metrics are accumulated on the device and read once at the end: no host synchronisation per step. A loss that
+becomes NaN or infinite is remembered in a device flag and reported with the epoch's metrics.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .config import RecipeConfig
+from .optim import LrSchedule
+from .throughput import Setting, autocast
+
+
+def _progress(loader: Any, desc: str, enabled: bool) -> Iterable[Any]:
+    return tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not enabled, mininterval=0.5,
+                dynamic_ncols=True)
+
+
+def train_one_epoch(model: nn.Module, step_model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
+                    schedule: LrSchedule, scaler: torch.amp.GradScaler, recipe: RecipeConfig, setting: Setting,
+                    device: torch.device, epoch: int, progress: bool = False) -> dict[str, Any]:
+    """`step_model` runs the steps (it may be `torch.compile(model)`); `model` holds the parameters."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    nonfinite = torch.zeros((), device=device, dtype=torch.bool)
+    step = epoch * len(loader)
+    lr = 0.0
+    for x, y, soft in _progress(loader, f"epoch {epoch}", progress):
+        lr = schedule.set(optimizer, step)
+        with autocast(device, setting.precision):
+            logits = step_model(x)
+        logits = logits.float()
+        if soft is not None:
+            loss = F.cross_entropy(logits, soft)
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if recipe.clip_grad is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        loss = loss.detach()
+        loss_sum += loss * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        nonfinite |= ~torch.isfinite(loss)
+        step += 1
+    n = loader.num_samples
+    loss_total, correct_total, bad = (t.item() for t in (loss_sum, correct, nonfinite))
+    return {"train_loss": loss_total / n, "train_top1": 100.0 * correct_total / n, "lr": lr, "nonfinite": bool(bad)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, setting: Setting, device: torch.device,
+             progress: bool = False) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy over the whole split."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    top1 = torch.zeros((), device=device, dtype=torch.long)
+    top5 = torch.zeros((), device=device, dtype=torch.long)
+    for x, y, _ in _progress(loader, "eval", progress):
+        with autocast(device, setting.precision):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        k = min(5, logits.shape[1])
+        hits = logits.topk(k, dim=1).indices == y[:, None]  # (B, k)
+        top1 += hits[:, 0].sum()
+        top5 += hits.any(1).sum()
+    n = loader.num_samples
+    loss_total, c1, c5 = (t.item() for t in (loss_sum, top1, top5))
+    return {"test_loss": loss_total / n, "test_top1": 100.0 * c1 / n, "test_top5": 100.0 * c5 / n}

@@ -1,0 +1,234 @@
+"""Throughput measured like timm's benchmark.py: a fixed batch already on the device, warm-up steps, then timed
+steps closed by a device synchronisation; inference under `inference_mode`, training with SGD on random targets.
+
+Each measurement records its conditions (mode, layout, precision, compiled, batch, resolution, device). A model is
+measured under every memory layout and, where available, bf16 and compiled, and the best is reported, so a mixer is
+never called slow because of a layout it did not have to use (a k=9 depthwise convolution runs up to 8x slower in
+channels_last bf16 on an H100/H200).
+
+    mixer-bench                     # every mixer at h=256, d=8, p=2, k=5 on 32x32 inputs, on this machine
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Mode = Literal["infer", "train"]
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Setting:
+    layout: Literal["contiguous", "channels_last"] = "contiguous"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compiled: bool = False
+
+
+@dataclass
+class Measurement:
+    mode: Mode
+    layout: str
+    precision: str
+    compiled: bool
+    batch_size: int
+    img_size: int
+    img_s: float | None      # images per second, None if the setting failed
+    step_ms: float | None
+    device: str
+    error: str | None = None
+    compile_s: float | None = None  # warm-up time beyond an eager warm-up (compilation), when compiled
+
+
+def memory_format(layout: str) -> torch.memory_format:
+    return torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def candidate_settings(device: torch.device, precision: str = "auto", layout: str = "auto",
+                       compile: bool | str = "auto") -> list[Setting]:
+    """Every setting worth measuring on `device`, given fixed or "auto" choices. On a CPU "auto" means fp32 and
+    eager (bf16 autocast and inductor rarely pay off there); on a GPU bf16 (where supported) and compiled too."""
+    on_gpu = device.type == "cuda"
+    layouts = ["contiguous", "channels_last"] if layout == "auto" else [layout]
+    precisions = (["fp32", "bf16"] if bf16_supported(device) else ["fp32"]) if precision == "auto" else [precision]
+    compiles = ([False, True] if on_gpu else [False]) if compile == "auto" else [bool(compile)]
+    return [Setting(l, p, c) for l in layouts for p in precisions for c in compiles]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _isolated_rng(device: torch.device) -> Iterator[None]:
+    """Benchmarks draw random inputs; they must not move the training run's random streams."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def measure(model: nn.Module, mode: Mode, setting: Setting, batch_size: int, input_size: tuple[int, int, int],
+            device: torch.device, warmup: int, iters: int, num_classes: int) -> Measurement:
+    """One timed measurement on a copy of `model` (the model itself is left untouched)."""
+    fmt = memory_format(setting.layout)
+    record = dict(mode=mode, layout=setting.layout, precision=setting.precision, compiled=setting.compiled,
+                  batch_size=batch_size, img_size=input_size[-1], device=str(device))
+    with _isolated_rng(device):
+        try:
+            net = copy.deepcopy(model).to(device).to(memory_format=fmt)
+            net.train(mode == "train")
+            run = torch.compile(net) if setting.compiled else net
+            x = torch.randn(batch_size, *input_size, device=device).contiguous(memory_format=fmt)
+            y = torch.randint(0, max(num_classes, 1), (batch_size,), device=device)
+            opt = torch.optim.SGD(net.parameters(), lr=1e-4) if mode == "train" else None
+            scaler = torch.amp.GradScaler(device.type, enabled=setting.precision == "fp16" and mode == "train")
+
+            def step() -> None:
+                if opt is None:
+                    with torch.inference_mode(), autocast(device, setting.precision):
+                        run(x)
+                    return
+                with autocast(device, setting.precision):
+                    loss = F.cross_entropy(run(x).float(), y) if num_classes else run(x).float().mean()
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+
+            t0 = time.perf_counter()
+            for _ in range(warmup):
+                step()
+            synchronize(device)
+            warm_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                step()
+            synchronize(device)
+            elapsed = time.perf_counter() - t0
+        except torch.OutOfMemoryError as e:
+            return Measurement(**record, img_s=None, step_ms=None, error=f"out of memory: {str(e).splitlines()[0]}")
+        except Exception as e:  # a setting that cannot run here (e.g. no compiler for inductor) is recorded, not fatal
+            return Measurement(**record, img_s=None, step_ms=None, error=f"{type(e).__name__}: {e}")
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    step_s = elapsed / iters
+    compile_s = max(0.0, warm_s - warmup * step_s) if setting.compiled else None
+    return Measurement(**record, img_s=batch_size / step_s, step_ms=1000 * step_s, compile_s=compile_s)
+
+
+def measure_with_retry(model: nn.Module, mode: Mode, setting: Setting, batch_size: int, **kwargs: Any) -> Measurement:
+    """Like timm's benchmark: on out-of-memory, halve the batch and try again (down to 1)."""
+    while True:
+        m = measure(model, mode, setting, batch_size, **kwargs)
+        if m.error is None or not m.error.startswith("out of memory") or batch_size == 1:
+            return m
+        batch_size //= 2
+
+
+def best(measurements: list[Measurement], mode: Mode) -> Measurement | None:
+    ok = [m for m in measurements if m.mode == mode and m.img_s is not None]
+    return max(ok, key=lambda m: m.img_s) if ok else None
+
+
+def benchmark(model: nn.Module, input_size: tuple[int, int, int], device: torch.device, settings: list[Setting],
+              batch_size: int, warmup: int, iters: int, num_classes: int,
+              modes: tuple[Mode, ...] = ("infer", "train")) -> dict[str, Any]:
+    """Every mode under every setting; the result as recorded in result.json's `throughput`."""
+    measurements = [
+        measure_with_retry(model, mode, s, batch_size, input_size=input_size, device=device, warmup=warmup,
+                           iters=iters, num_classes=num_classes)
+        for mode in modes for s in settings]
+    out: dict[str, Any] = {"measurements": [asdict(m) for m in measurements]}
+    for mode in modes:
+        top = best(measurements, mode)
+        out[f"{mode}_img_s"] = top.img_s if top else None
+        out[f"{mode}_setting"] = ({k: getattr(top, k) for k in ("layout", "precision", "compiled", "batch_size")}
+                                  if top else None)
+    return out
+
+
+def bench_defaults(device: torch.device) -> dict[str, int]:
+    """timm's defaults on a GPU; on a CPU small enough that a per-run benchmark takes seconds."""
+    return dict(batch_size=256, warmup=10, iters=40) if device.type == "cuda" else dict(batch_size=32, warmup=2, iters=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mixers import MIXERS, MixerNet
+    parser = argparse.ArgumentParser(description="Inference and training throughput of every mixer (or some).")
+    parser.add_argument("--mixers", nargs="+", default=None, help="default: every registered mixer")
+    parser.add_argument("--block", default="convmixer")
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--patch-size", type=int, default=2)
+    parser.add_argument("--kernel-size", type=int, default=5)
+    parser.add_argument("--img-size", type=int, default=32)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS])
+    parser.add_argument("--layout", default="auto", choices=["auto", "contiguous", "channels_last"])
+    parser.add_argument("--compile", default="auto", choices=["auto", "yes", "no"])
+    args = parser.parse_args(argv)
+
+    from .environment import environment, resolve_device
+    device = resolve_device(args.device)
+    defaults = bench_defaults(device)
+    batch, warmup, iters = (args.batch_size or defaults["batch_size"], args.warmup or defaults["warmup"],
+                            args.iters or defaults["iters"])
+    compile_choice = {"auto": "auto", "yes": True, "no": False}[args.compile]
+    settings = candidate_settings(device, args.precision, args.layout, compile_choice)
+    env = environment(device)
+    print(f"{env['device_name']} ({env['device']}, torch {env['torch']}, {env['threads']} threads); "
+          f"h={args.dim} d={args.depth} p={args.patch_size} k={args.kernel_size} block={args.block}, "
+          f"{args.img_size}x{args.img_size}, batch {batch}, {warmup} warm-up + {iters} timed steps", flush=True)
+    print("| mixer | infer img/s | infer setting | train img/s | train setting | all settings (infer / train img/s) |")
+    print("|---|---:|---|---:|---|---|")
+    for name in args.mixers or MIXERS.names():
+        torch.manual_seed(0)
+        model = MixerNet(mixer=name, block=args.block, dim=args.dim, depth=args.depth, patch_size=args.patch_size,
+                         kernel_size=args.kernel_size, img_size=args.img_size, num_classes=args.num_classes)
+        result = benchmark(model, (3, args.img_size, args.img_size), device, settings, batch, warmup, iters,
+                           args.num_classes)
+        by_setting: dict[str, list[str]] = {}
+        for m in result["measurements"]:
+            label = f"{m['layout']}/{m['precision']}{'/compiled' if m['compiled'] else ''}"
+            by_setting.setdefault(label, []).append(f"{m['img_s']:.0f}" if m["img_s"] else "failed")
+        all_settings = "; ".join(f"{k}: {' / '.join(v)}" for k, v in by_setting.items())
+        print(f"| {name} | {_fmt(result['infer_img_s'])} | {_label(result['infer_setting'])} | "
+              f"{_fmt(result['train_img_s'])} | {_label(result['train_setting'])} | {all_settings} |", flush=True)
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:,.0f}" if value else "failed"
+
+
+def _label(setting: dict[str, Any] | None) -> str:
+    if not setting:
+        return "-"
+    return f"{setting['layout']}/{setting['precision']}{'/compiled' if setting['compiled'] else ''}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""One run, from a typed config to a complete result record: `train(config, run_dir)`.
+
+The run resumes from its last epoch checkpoint if the run directory holds one (a killed, preempted or requeued
+run picks up where it stopped: model, optimizer, scaler, random streams, batch order and execution setting are
+restored, so on a CPU with deterministic settings the resumed run ends exactly like an uninterrupted one).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import resource
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mixers import MixerNet
+from mixers.summary import summarize
+
+from .config import RunConfig
+from .data import build_loaders
+from .engine import evaluate, train_one_epoch
+from .environment import code_version, environment, resolve_device, seed_everything, set_threads
+from .execution import choose_setting
+from .optim import LrSchedule, build_optimizer
+from .records import RunDir, atomic_write_json, now, read_json
+from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
+
+
+class ConfigMismatchError(RuntimeError):
+    """The run directory already holds a run of a different config."""
+
+
+def build_model(cfg: RunConfig, in_chans: int, num_classes: int, img_size: int) -> MixerNet:
+    m = cfg.model
+    return MixerNet(mixer=m.mixer, block=m.block, dim=m.dim, depth=m.depth, patch_size=m.patch_size,
+                    kernel_size=m.kernel_size, act=m.act, num_classes=num_classes, in_chans=in_chans,
+                    img_size=img_size, mixer_kwargs=m.mixer_kwargs, block_kwargs=m.block_kwargs,
+                    drop_path_rate=m.drop_path_rate, drop_rate=m.drop_rate)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _peak_memory(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"peak_bytes": torch.cuda.max_memory_allocated(device), "kind": "cuda_max_allocated"}
+    return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "kind": "cpu_max_rss"}
+
+
+def write_config(run: RunDir, cfg: RunConfig, extra: dict[str, Any] | None = None) -> None:
+    """config.json: written once; a directory holding another config is refused, never overwritten."""
+    existing = read_json(run.config)
+    if existing is not None and existing.get("run_id") != cfg.run_id:
+        raise ConfigMismatchError(f"{run.path} holds run {existing.get('run_id')}, not {cfg.run_id}: use another "
+                                  f"output directory")
+    if existing is None:
+        atomic_write_json(run.config, {"run_id": cfg.run_id, **(extra or {}), "config": cfg.to_dict(),
+                                       "code": code_version()})
+
+
+def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Any = print) -> dict[str, Any]:
+    """Train, evaluate and benchmark one run; returns (and writes) its result record."""
+    t0 = time.perf_counter()
+    run = RunDir(run_dir)
+    write_config(run, cfg)
+    with contextlib.suppress(FileNotFoundError):
+        run.result.unlink()  # a re-run of a failed cell: its old result must not be read as this run's
+    run.update_state(status="running", error=None, event="started", starts=run.read_state().get("starts", 0) + 1)
+    device = torch.device("cpu")
+    try:
+        device = resolve_device(cfg.system.device)
+        result = _train(cfg, run, device, t0, progress, log)
+    except Exception as e:
+        reason = "".join(traceback.format_exception(e))
+        result = {"run_id": cfg.run_id, "status": "failed", "reason": reason, "diverged_epoch": None,
+                  "config": cfg.to_dict(), "env": environment(device), "code": code_version(),
+                  "timing": {"wall_s": time.perf_counter() - t0}, "finished_at": now()}
+        atomic_write_json(run.result, result)
+        run.update_state(status="failed", error=reason, event="failed")
+        raise
+    atomic_write_json(run.result, result)
+    run.update_state(status=result["status"], error=result["reason"], event=result["status"])
+    return result
+
+
+def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progress: bool, log: Any) -> dict[str, Any]:
+    set_threads(cfg.system.threads)
+    seed_everything(cfg.seed, cfg.system.deterministic)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    loaders = build_loaders(cfg.data, cfg.recipe, device, cfg.seed)
+    geo = loaders.geometry
+    input_size = (geo.channels, geo.image_size, geo.image_size)
+    model = build_model(cfg, geo.channels, geo.num_classes, geo.image_size).to(device)
+    summary = summarize(model, input_size)
+    steps_per_epoch = len(loaders.train)
+    if steps_per_epoch == 0:
+        raise ValueError(f"recipe.batch_size {cfg.recipe.batch_size} is larger than the training split "
+                         f"({len(loaders.train.labels) if hasattr(loaders.train, 'labels') else '?'} images)")
+
+    ckpt = torch.load(run.checkpoint, map_location=device, weights_only=False) if run.checkpoint.exists() else None
+    if ckpt is not None:
+        setting, probe = Setting(**ckpt["setting"]), ckpt["probe"]
+    else:
+        setting, probe = choose_setting(model, cfg.system, device, cfg.recipe.batch_size, input_size,
+                                        geo.num_classes, steps_per_epoch * cfg.recipe.epochs)
+    fmt = memory_format(setting.layout)
+    model = model.to(memory_format=fmt)
+    loaders.train.layout = loaders.test.layout = fmt
+    optimizer = build_optimizer(model, cfg.recipe)
+    scaler = torch.amp.GradScaler(device.type, enabled=setting.precision == "fp16")
+    schedule = LrSchedule(cfg.recipe, steps_per_epoch)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        loaders.train.load_state_dict(ckpt["loader"])
+        _set_rng_state(ckpt["rng"], device)
+        history, start_epoch = ckpt["history"], ckpt["epoch"]
+        run.write_metrics(history)
+        log(f"resumed {cfg.run_id} after epoch {start_epoch - 1} from {run.checkpoint}")
+    else:
+        run.write_metrics([])
+    step_model = torch.compile(model) if setting.compiled else model
+    log(f"run {cfg.run_id}: {cfg.model.mixer}/{cfg.model.block} h={cfg.model.dim} d={cfg.model.depth} "
+        f"p={cfg.model.patch_size} k={cfg.model.kernel_size} on {cfg.data.dataset} {geo.image_size}px, "
+        f"{summary['params'] / 1e6:.3f}M params, {summary['flops'] / 1e9:.3f} GFLOPs; {device}, {setting.layout}/"
+        f"{setting.precision}{'/compiled' if setting.compiled else ''}, {loaders.kind} data")
+
+    status, diverged_epoch, train_s = "done", None, 0.0
+    for epoch in range(start_epoch, cfg.recipe.epochs):
+        te = time.perf_counter()
+        stats = train_one_epoch(model, step_model, loaders.train, optimizer, schedule, scaler, cfg.recipe, setting,
+                                device, epoch, progress)
+        train_time = time.perf_counter() - te
+        nonfinite = stats.pop("nonfinite")
+        stats.update(evaluate(model, loaders.test, setting, device, progress))
+        epoch_s = time.perf_counter() - te
+        train_s += epoch_s
+        record = {"epoch": epoch, **stats, "epoch_s": epoch_s,
+                  "train_img_s": loaders.train.num_samples / train_time}
+        history.append(record)
+        if nonfinite:
+            status, diverged_epoch = "diverged", epoch
+            run.append_metrics(record)
+            log(f"epoch {epoch}: the training loss became NaN or infinite; stopping (diverged)")
+            break
+        if cfg.system.checkpoint:
+            _save_checkpoint(run.checkpoint, {
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "loader": loaders.train.state_dict(), "rng": _rng_state(device),
+                "history": history, "setting": asdict(setting), "probe": probe, "run_id": cfg.run_id})
+        run.append_metrics(record)
+        run.update_state(last_epoch=epoch)
+        log(f"epoch {epoch:3d}  train_loss {stats['train_loss']:.4f}  train_top1 {stats['train_top1']:6.2f}  "
+            f"test_loss {stats['test_loss']:.4f}  test_top1 {stats['test_top1']:6.2f}  lr {stats['lr']:.2e}  "
+            f"{epoch_s:6.2f} s  {record['train_img_s']:,.0f} img/s")
+
+    throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
+    last = history[-1]
+    return {
+        "run_id": cfg.run_id, "status": status,
+        "reason": f"training loss became NaN or infinite at epoch {diverged_epoch}" if status == "diverged" else None,
+        "diverged_epoch": diverged_epoch, "config": cfg.to_dict(),
+        "metrics": {**{k: last[k] for k in ("test_top1", "test_top5", "test_loss", "train_loss", "train_top1")},
+                    "best_test_top1": max(h["test_top1"] for h in history), "epochs": len(history)},
+        "model": {**summary, "input_size": list(input_size)},
+        "throughput": throughput,
+        "execution": {**asdict(setting), "loader": loaders.kind, "probe": probe},
+        "timing": {"wall_s": time.perf_counter() - t0, "train_s": train_s, "epoch_s": [h["epoch_s"] for h in history]},
+        "memory": _peak_memory(device), "env": environment(device), "code": code_version(), "finished_at": now(),
+    }
+
+
+def _benchmark(cfg: RunConfig, model: torch.nn.Module, input_size: tuple[int, int, int], num_classes: int,
+               device: torch.device) -> dict[str, Any] | None:
+    if not cfg.bench.enabled:
+        return None
+    b, defaults = cfg.bench, bench_defaults(device)
+    size = (input_size[0], b.img_size or input_size[1], b.img_size or input_size[2])
+    settings = candidate_settings(device, "auto", "auto", b.compile)
+    model = model.to(memory_format=torch.contiguous_format)
+    return benchmark(model, size, device, settings, b.batch_size or defaults["batch_size"],
+                     b.warmup or defaults["warmup"], b.iters or defaults["iters"], num_classes)
