@@ -1,0 +1,15 @@
+"""Reading a study's result files into tables, figures and a report. Never imports the training code (or torch).
+
+    from analysis import build_report
+    paths = build_report(Path("results/mixer_vs_patch"))     # or: python -m analysis results/mixer_vs_patch
+"""
+from .aggregate import aggregate
+from .build import ReportPaths, build_report
+from .load import Study, StudyError, load_study, read_curves, read_runs
+from .pareto import pareto_mask
+from .spec import ReportSpec, SpecError, resolve_spec
+
+__all__ = [
+    "ReportPaths", "ReportSpec", "SpecError", "Study", "StudyError", "aggregate", "build_report", "load_study",
+    "pareto_mask", "read_curves", "read_runs", "resolve_spec",
+]

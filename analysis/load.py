@@ -1,0 +1,228 @@
+"""Read a study's result files into one tidy DataFrame: a row per planned run, its config, state and metrics.
+
+No file is trusted to exist or to parse. A run's problems become its `status` and `reason` (an unreadable
+result.json is status "unreadable"), so that every planned run has a row and none is silently dropped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+STUDY_FILE = "study.yaml"
+RUNS_DIR = "runs"
+
+# Statuses that mean the run is still on its way; they win over a stale non-"done" result.json (a requeued run).
+ACTIVE = ("running", "queued", "pending")
+
+RUN_COLUMNS = ["run_id", "status", "reason", "attempts", "last_epoch", "diverged_epoch", "job_ids", "updated"]
+METRIC_COLUMNS = [
+    "test_top1", "test_top5", "test_loss", "train_top1", "train_loss", "best_test_top1", "epochs",
+    "params", "flops", "infer_img_s", "train_img_s", "peak_mem_bytes", "mem_kind", "wall_s", "train_s",
+]
+SETTING_COLUMNS = [f"{what}_{field}" for what in ("infer", "train") for field in ("layout", "precision", "compiled",
+                                                                                    "batch_size")]
+ENV_COLUMNS = ["device", "device_name", "torch", "cuda", "python", "hostname", "cpu_count", "commit", "dirty",
+               "finished_at"]
+CURVE_COLUMNS = ["epoch", "test_top1", "test_top5", "test_loss", "train_top1", "train_loss"]
+
+# libyaml's loader when present: a 1,000-cell study.yaml takes seconds with the pure-Python one.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class StudyError(Exception):
+    """A folder that cannot be reported on: no readable study.yaml, or one without the contract's fields."""
+
+
+@dataclass(frozen=True)
+class Study:
+    dir: Path
+    name: str
+    description: str
+    axes: list[str]                 # dotted config keys in grid order; the seed is not an axis
+    seeds: list[int]
+    base: dict[str, Any]            # the resolved base run config
+    report: dict[str, Any]          # the study's `report` section, possibly empty
+    cells: list[dict[str, Any]]     # {"run_id": str, "params": {axis or "seed": value}}, one per planned run
+    code: dict[str, Any]
+
+
+def load_study(study_dir: Path) -> Study:
+    path = Path(study_dir) / STUDY_FILE
+    try:
+        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+    except FileNotFoundError:
+        raise StudyError(f"{path} not found: is {study_dir} a study's results folder?") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise StudyError(f"{path} is unreadable: {e}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: expected a mapping, got {type(raw).__name__}")
+    cells = raw.get("cells") or []
+    for i, cell in enumerate(cells):
+        if not (isinstance(cell, dict) and isinstance(cell.get("run_id"), str) and isinstance(cell.get("params"), dict)):
+            raise StudyError(f"{path}: cells[{i}] needs a run_id and a params mapping, got {cell!r}")
+    return Study(
+        dir=Path(study_dir),
+        name=str(raw.get("name") or Path(study_dir).name),
+        description=str(raw.get("description") or ""),
+        axes=[str(a) for a in raw.get("axes") or []],
+        seeds=list(raw.get("seeds") or []),
+        base=raw.get("base") or {},
+        report=raw.get("report") or {},
+        cells=cells,
+        code=raw.get("code") or {},
+    )
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys; lists become JSON text so that every value can be grouped on and written."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = scalar(value)
+    return flat
+
+
+def scalar(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, tuple, dict)) else value
+
+
+def read_runs(study: Study) -> pd.DataFrame:
+    """The tidy table: one row per planned run, columns axes, seed, the rest of the config, run state, metrics, env."""
+    rows = [_run_row(study, cell) for cell in study.cells]
+    frame = pd.DataFrame(rows)
+    known = set(RUN_COLUMNS + METRIC_COLUMNS + SETTING_COLUMNS + ENV_COLUMNS)
+    leading = [*study.axes, "seed"]
+    config = sorted(c for c in frame.columns if c not in known and c not in leading)
+    return frame.reindex(columns=[*leading, *config, *RUN_COLUMNS, *METRIC_COLUMNS, *SETTING_COLUMNS, *ENV_COLUMNS])
+
+
+def stray_runs(study: Study) -> list[str]:
+    """Run folders the study's current grid does not plan (left from an earlier version of the study file)."""
+    planned = {cell["run_id"] for cell in study.cells}
+    try:
+        with os.scandir(study.dir / RUNS_DIR) as entries:
+            return sorted(e.name for e in entries if e.is_dir() and e.name not in planned)
+    except FileNotFoundError:
+        return []
+
+
+def read_curves(study: Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per-epoch metrics of every run that has any (running ones included), with the runs' axes, seed and status.
+
+    Returns the curves and the problems met: a line that is not JSON is skipped and reported, except a last line
+    without its newline, which is an epoch being appended right now.
+    """
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for run_id in runs["run_id"]:
+        path = study.dir / RUNS_DIR / run_id / "metrics.jsonl"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{run_id}: metrics.jsonl is unreadable: {e}")
+            continue
+        lines = text.split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                records.append({"run_id": run_id, **{k: _number(record.get(k)) for k in CURVE_COLUMNS}})
+            except (json.JSONDecodeError, AttributeError) as e:
+                if number < len(lines):  # a complete line (a newline follows it), so not one being written
+                    problems.append(f"{run_id}: metrics.jsonl line {number} skipped: {e}")
+    curves = pd.DataFrame(records, columns=["run_id", *CURVE_COLUMNS])
+    keys = runs[["run_id", *study.axes, "seed", "status"]]
+    return curves.merge(keys, on="run_id", how="left"), problems
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(content, None), (None, None) when the file does not exist, or (None, why) when it cannot be used."""
+    try:
+        content = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return None, f"{path.name}: {type(e).__name__}: {e}"
+    if not isinstance(content, dict):
+        return None, f"{path.name}: expected a JSON object, got {type(content).__name__}"
+    return content, None
+
+
+def _get(mapping: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _run_row(study: Study, cell: dict[str, Any]) -> dict[str, Any]:
+    run_id, params = cell["run_id"], cell["params"]
+    run_dir = study.dir / RUNS_DIR / run_id
+    result, result_error = _read_json(run_dir / "result.json")
+    state, state_error = _read_json(run_dir / "state.json")
+    if result is not None:
+        config, config_error = result.get("config"), None
+    else:
+        config_file, config_error = _read_json(run_dir / "config.json")
+        config = _get(config_file, "config")
+
+    if result_error:
+        status, reason = "unreadable", result_error
+    elif result is not None:
+        status, reason = result.get("status"), result.get("reason")
+        if not isinstance(status, str):
+            status, reason = "unreadable", "result.json: no status"
+        if status != "done" and _get(state, "status") in ACTIVE:
+            status, reason = state["status"], f"requeued after {status}" + (f": {reason}" if reason else "")
+    elif state_error:
+        status, reason = "unreadable", state_error
+    elif state is not None:
+        status, reason = str(state.get("status")), state.get("error")
+    else:
+        status, reason = "missing", None
+    reason = "; ".join(r for r in (reason, config_error) if r) or None
+
+    row: dict[str, Any] = flatten(config if isinstance(config, dict) else study.base)
+    row.update({key: scalar(value) for key, value in params.items()})
+    row.update(
+        run_id=run_id, status=status, reason=reason,
+        attempts=_number(_get(state, "attempts")), last_epoch=_number(_get(state, "last_epoch")),
+        diverged_epoch=_number(_get(result, "diverged_epoch")),
+        job_ids=",".join(map(str, _get(state, "job_ids") or [])) or None, updated=_get(state, "updated"),
+    )
+    if result is None:
+        return row
+    metrics = result.get("metrics")
+    row.update({key: _number(_get(metrics, key)) for key in METRIC_COLUMNS[:7]})
+    row.update(
+        params=_number(_get(result, "model", "params")), flops=_number(_get(result, "model", "flops")),
+        infer_img_s=_number(_get(result, "throughput", "infer_img_s")),
+        train_img_s=_number(_get(result, "throughput", "train_img_s")),
+        peak_mem_bytes=_number(_get(result, "memory", "peak_bytes")), mem_kind=_get(result, "memory", "kind"),
+        wall_s=_number(_get(result, "timing", "wall_s")), train_s=_number(_get(result, "timing", "train_s")),
+        finished_at=result.get("finished_at"),
+        commit=_get(result, "code", "commit"), dirty=_get(result, "code", "dirty"),
+    )
+    for what in ("infer", "train"):
+        setting = _get(result, "throughput", f"{what}_setting")
+        row.update({f"{what}_{field}": scalar(_get(setting, field))
+                    for field in ("layout", "precision", "compiled", "batch_size")})
+    row.update({key: scalar(_get(result, "env", key)) for key in ENV_COLUMNS[:7]})
+    return row

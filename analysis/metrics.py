@@ -1,0 +1,76 @@
+"""The metric columns of a study's tidy table, and how each is labelled, scaled and ranked in tables and plots."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str                # column in summary.csv (raw units: percent, counts, FLOPs, img/s, bytes, seconds)
+    label: str
+    unit: str               # of the displayed value, after dividing by `scale`
+    scale: float
+    decimals: int
+    higher_is_better: bool
+
+    @property
+    def title(self) -> str:
+        """The label with its unit, for axis labels and table headers."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    def format(self, raw: float) -> str:
+        return f"{raw / self.scale:.{self.decimals}f}"
+
+
+METRICS: dict[str, Metric] = {m.key: m for m in (
+    Metric("test_top1", "Top-1 accuracy", "%", 1, 2, True),
+    Metric("test_top5", "Top-5 accuracy", "%", 1, 2, True),
+    Metric("best_test_top1", "Best top-1 accuracy", "%", 1, 2, True),
+    Metric("test_loss", "Test loss", "", 1, 3, False),
+    Metric("train_top1", "Train top-1 accuracy", "%", 1, 2, True),
+    Metric("train_loss", "Train loss", "", 1, 3, False),
+    Metric("params", "Parameters", "M", 1e6, 2, False),
+    Metric("flops", "FLOPs", "G", 1e9, 3, False),  # forward FLOPs per image
+    Metric("infer_img_s", "Inference throughput", "img/s", 1, 0, True),
+    Metric("train_img_s", "Training throughput", "img/s", 1, 0, True),
+    Metric("peak_mem_bytes", "Peak memory", "GiB", 2 ** 30, 2, False),
+    Metric("wall_s", "Wall time", "min", 60, 1, False),
+)}
+
+# What the tables show besides the study's main metric, in this order.
+TABLE_METRICS = ("params", "flops", "infer_img_s", "train_img_s", "peak_mem_bytes")
+
+
+def metric(key: str) -> Metric:
+    try:
+        return METRICS[key]
+    except KeyError:
+        raise KeyError(f"unknown metric {key!r}; known: {', '.join(METRICS)}") from None
+
+
+# Display names of the config keys studies usually vary; others are derived from the dotted key.
+AXIS_LABELS: dict[str, str] = {
+    "model.mixer": "Mixer",
+    "model.block": "Block",
+    "model.patch_size": "Patch size (px)",
+    "model.kernel_size": "Kernel size (px)",
+    "model.dim": "Width",
+    "model.depth": "Depth",
+    "model.act": "Activation",
+    "data.dataset": "Dataset",
+    "recipe.epochs": "Epochs",
+    "seed": "Seed",
+}
+
+
+def axis_label(key: str) -> str:
+    """`model.patch_size` -> `Patch size (px)`; unknown keys: the last dotted part, capitalised."""
+    if key in AXIS_LABELS:
+        return AXIS_LABELS[key]
+    last = key.rsplit(".", 1)[-1].replace("_", " ")
+    return last[:1].upper() + last[1:]
+
+
+def axis_name(key: str) -> str:
+    """The axis label without its unit, for table headers where the values speak for themselves."""
+    return axis_label(key).split(" (")[0]

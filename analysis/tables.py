@@ -1,0 +1,197 @@
+"""Paper tables of a study's cells: one metric pivoted over two axes, or every cell with its main metrics, rendered
+as LaTeX (booktabs) and Markdown.
+
+A value is the mean over seeds, "± std" when the seeds differ, in bold where it is the best of its column
+(compared as printed, so ties are all bold), with the number of seeds behind it where fewer finished than were
+planned. A cell without a value shows its status (missing, running, failed, ...) instead.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from .metrics import TABLE_METRICS, Metric, axis_name, metric
+
+NOT_IN_GRID = "–"
+
+
+@dataclass(frozen=True)
+class Entry:
+    text: str                   # the formatted mean, or the cell's status when it has no value
+    spread: str | None = None   # the formatted std, when the seeds differ
+    n: int | None = None        # seeds behind the mean, set only when fewer than planned
+    bold: bool = False
+    empty: bool = False         # `text` is a status, not a value
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str                   # the file stem under tables/
+    study: str
+    title: str                  # a heading for the table
+    caption: str                # plain text; "±" is rendered per format
+    stub: list[str]             # headers of the row-label columns
+    group: str | None           # a header spanning all value columns
+    columns: list[str]          # headers of the value columns
+    rows: list[tuple[tuple[str, ...], list[Entry]]]
+
+
+def format_value(value: Any) -> str:
+    """An axis value as a header or row label: 2, 0.1, dwconv; missing values as "none"."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _entry(cell: dict[str, Any], m: Metric) -> Entry:
+    n = int(cell[f"{m.key}_n"])
+    if n == 0:
+        return Entry(text=cell["status"] if cell["status"] != "done" else "n/a", empty=True)
+    std = cell[f"{m.key}_std"]
+    spread = m.format(std) if n >= 2 and std > 0 else None
+    return Entry(text=m.format(cell[f"{m.key}_mean"]), spread=spread, n=n if n < cell["n_runs"] else None)
+
+
+def _bold_best(entries: list[Entry], m: Metric) -> list[Entry]:
+    values = [float(e.text) for e in entries if not e.empty]
+    if not values:
+        return entries
+    best = max(values) if m.higher_is_better else min(values)
+    return [replace(e, bold=True) if not e.empty and float(e.text) == best else e for e in entries]
+
+
+def _varying(cells: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if cells[k].nunique(dropna=False) > 1]
+
+
+def _seeds_phrase(cells: pd.DataFrame) -> str:
+    planned = sorted(set(cells["n_runs"]))
+    if planned == [1]:
+        return "one seed per cell"
+    seeds = str(planned[0]) if len(planned) == 1 else f"{planned[0]}–{planned[-1]}"
+    return f"mean ± std over {seeds} seeds"
+
+
+def pivot_table(cells: pd.DataFrame, key: str, rows: str | None, columns: str | None, axes: Sequence[str],
+                study: str) -> Table:
+    """`key` with `rows` down and `columns` across; axes besides those that vary become outer row labels, and the
+    best value is picked per column within each block of them."""
+    m = metric(key)
+    outer = _varying(cells, [a for a in axes if a not in (rows, columns)])
+    row_keys = [*outer, rows] if rows else outer
+    records = cells.to_dict("records")
+    by_key = {(tuple(format_value(c[k]) for k in row_keys), format_value(c[columns]) if columns else ""): c
+              for c in records}
+    row_labels = list(dict.fromkeys(r for r, _ in by_key))
+    column_labels = list(dict.fromkeys(c for _, c in by_key))
+
+    body = [[_entry(by_key[r, c], m) if (r, c) in by_key else Entry(NOT_IN_GRID, empty=True) for c in column_labels]
+            for r in row_labels]
+    blocks: dict[tuple[str, ...], list[int]] = {}
+    for i, r in enumerate(row_labels):
+        blocks.setdefault(r[:len(outer)], []).append(i)
+    for members in blocks.values():
+        for j in range(len(column_labels)):
+            best = _bold_best([body[i][j] for i in members], m)
+            for i, entry in zip(members, best):
+                body[i][j] = entry
+
+    across = f", columns {axis_name(columns)}" if columns else ""
+    caption = (f"{m.title} of study {study}, rows {axis_name(rows) if rows else 'all runs'}{across}: "
+               f"{_seeds_phrase(cells)}, best per column in bold.")
+    return Table(
+        name=key, study=study, title=m.title, caption=caption, stub=[axis_name(k) for k in row_keys] or [""],
+        group=axis_name(columns) if columns else None,
+        columns=column_labels if columns else [m.title],
+        rows=[(r or ("all",), entries) for r, entries in zip(row_labels, body)],
+    )
+
+
+def cells_table(cells: pd.DataFrame, main: str, axes: Sequence[str], study: str) -> Table:
+    """Every cell with the main metric, the TABLE_METRICS and its finished/planned seeds."""
+    keys = list(dict.fromkeys([main, *TABLE_METRICS]))
+    stub = _varying(cells, axes)
+    columns: list[list[Entry]] = [_bold_best([_entry(c, metric(k)) for c in cells.to_dict("records")], metric(k))
+                                  for k in keys]
+    seeds = [Entry(f"{d}/{r}") for d, r in zip(cells["n_done"], cells["n_runs"])]
+    rows = [(tuple(format_value(v) for v in label), [col[i] for col in columns] + [seeds[i]])
+            for i, label in enumerate(cells[stub].itertuples(index=False))]
+    caption = f"All cells of study {study}: {_seeds_phrase(cells)}, best per column in bold."
+    return Table(name="cells", study=study, title="All cells", caption=caption, stub=[axis_name(k) for k in stub] or ["Cell"], group=None,
+                 columns=[metric(k).title for k in keys] + ["Seeds done"], rows=rows)
+
+
+_LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                                                      "\\": r"\textbackslash{}", "±": r"$\pm$", "–": "--"}
+_LATEX_RE = re.compile("|".join(map(re.escape, _LATEX_SPECIALS)))
+
+
+def latex_escape(text: str) -> str:
+    return _LATEX_RE.sub(lambda match: _LATEX_SPECIALS[match.group()], text)
+
+
+def _latex_entry(e: Entry) -> str:
+    if e.empty:
+        return rf"\emph{{{latex_escape(e.text)}}}"
+    core = e.text + (rf" $\pm$ {e.spread}" if e.spread else "")
+    return (rf"\textbf{{{core}}}" if e.bold else core) + (f"$_{{n={e.n}}}$" if e.n else "")
+
+
+def to_latex(table: Table) -> str:
+    """A `table` float with a booktabs tabular; needs only \\usepackage{booktabs}."""
+    nstub, ncols = len(table.stub), len(table.columns)
+    has_n = any(e.n for _, entries in table.rows for e in entries)
+    caption = latex_escape(table.caption) + (r" A subscript $n$ gives the seeds behind a mean where fewer finished"
+                                             r" than were planned." if has_n else "")
+    label = re.sub(r"[^A-Za-z0-9:.-]+", "-", f"tab:{table.study}:{table.name}")
+    lines = [
+        "% Generated by `python -m analysis`; needs \\usepackage{booktabs}.",
+        r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{'l' * nstub}{'c' * ncols}}}", r"\toprule",
+    ]
+    if table.group:
+        lines.append("&" * nstub + rf" \multicolumn{{{ncols}}}{{c}}{{{latex_escape(table.group)}}} \\")
+        lines.append(rf"\cmidrule(lr){{{nstub + 1}-{nstub + ncols}}}")
+    lines.append(" & ".join(latex_escape(h) for h in [*table.stub, *table.columns]) + r" \\")
+    lines.append(r"\midrule")
+    previous: tuple[str, ...] = ()
+    for labels, entries in table.rows:
+        if previous and labels[:nstub - 1] != previous[:nstub - 1]:
+            lines.append(r"\midrule")  # a new block of the outer axes
+        shown = [lab if labels[:i + 1] != previous[:i + 1] else "" for i, lab in enumerate(labels)]
+        lines.append(" & ".join([*map(latex_escape, shown), *map(_latex_entry, entries)]) + r" \\")
+        previous = labels
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def _md_entry(e: Entry) -> str:
+    if e.empty:
+        return f"*{_md_escape(e.text)}*" if e.text != NOT_IN_GRID else e.text
+    core = e.text + (f" ± {e.spread}" if e.spread else "")
+    return (f"**{core}**" if e.bold else core) + (f" (n={e.n})" if e.n else "")
+
+
+def to_markdown(table: Table) -> str:
+    has_n = any(e.n for _, entries in table.rows for e in entries)
+    caption = table.caption + (" (n=k): the seeds behind a mean where fewer finished than were planned." if has_n
+                               else "")
+    stub = list(table.stub)
+    if table.group:
+        stub[-1] = f"{stub[-1]} \\ {table.group}"
+    header = [*stub, *table.columns]
+    lines = [caption, "", "| " + " | ".join(map(_md_escape, header)) + " |",
+             "|" + "|".join([":---"] * len(stub) + ["---:"] * len(table.columns)) + "|"]
+    for labels, entries in table.rows:
+        lines.append("| " + " | ".join([*map(_md_escape, labels), *map(_md_entry, entries)]) + " |")
+    return "\n".join(lines) + "\n"
