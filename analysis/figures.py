@@ -55,10 +55,6 @@ def plan(cells: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
 
 def write_figures(cells: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec, axes: Sequence[str],
                   out_dir: Path) -> FigureSet:
-    import matplotlib
-    matplotlib.use("Agg")  # files only: never try to open a window (a cluster node has no display)
-    import matplotlib.pyplot as plt
-
     result = FigureSet()
     for name, (draw, caption) in plan(cells, curves, spec, axes).items():
         paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
@@ -73,6 +69,5 @@ def write_figures(cells: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec, a
             buffer = io.BytesIO()
             fig.savefig(buffer, format=path.suffix[1:], dpi=300)
             write_atomic(path, buffer.getvalue())
-        plt.close(fig)
         result.written[name], result.captions[name] = paths, caption
     return result

@@ -18,18 +18,18 @@ import yaml
 STUDY_FILE = "study.yaml"
 RUNS_DIR = "runs"
 
-# Statuses that mean the run is still on its way; they win over a stale non-"done" result.json (a requeued run).
+# Statuses of a run still on its way (in state.json).
 ACTIVE = ("running", "queued", "pending")
 
+RESULT_METRICS = ["test_top1", "test_top5", "test_loss", "train_top1", "train_loss", "best_test_top1", "epochs"]
+SETTING_FIELDS = ["layout", "precision", "compiled", "batch_size"]  # of a throughput measurement
+ENV_KEYS = ["device", "device_name", "torch", "cuda", "python", "hostname", "cpu_count"]
+
 RUN_COLUMNS = ["run_id", "status", "reason", "attempts", "last_epoch", "diverged_epoch", "job_ids", "updated"]
-METRIC_COLUMNS = [
-    "test_top1", "test_top5", "test_loss", "train_top1", "train_loss", "best_test_top1", "epochs",
-    "params", "flops", "infer_img_s", "train_img_s", "peak_mem_bytes", "mem_kind", "wall_s", "train_s",
-]
-SETTING_COLUMNS = [f"{what}_{field}" for what in ("infer", "train") for field in ("layout", "precision", "compiled",
-                                                                                    "batch_size")]
-ENV_COLUMNS = ["device", "device_name", "torch", "cuda", "python", "hostname", "cpu_count", "commit", "dirty",
-               "finished_at"]
+METRIC_COLUMNS = [*RESULT_METRICS, "params", "flops", "infer_img_s", "train_img_s", "peak_mem_bytes", "mem_kind",
+                  "wall_s", "train_s"]
+SETTING_COLUMNS = [f"{mode}_{field}" for mode in ("infer", "train") for field in SETTING_FIELDS]
+ENV_COLUMNS = [*ENV_KEYS, "commit", "dirty", "finished_at"]
 CURVE_COLUMNS = ["epoch", "test_top1", "test_top5", "test_loss", "train_top1", "train_loss"]
 
 # libyaml's loader when present: a 1,000-cell study.yaml takes seconds with the pure-Python one.
@@ -64,8 +64,11 @@ def load_study(study_dir: Path) -> Study:
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping, got {type(raw).__name__}")
     cells = raw.get("cells") or []
+    if not isinstance(cells, list) or not cells:
+        raise StudyError(f"{path}: `cells` lists no planned runs; the study runner writes one per run")
     for i, cell in enumerate(cells):
-        if not (isinstance(cell, dict) and isinstance(cell.get("run_id"), str) and isinstance(cell.get("params"), dict)):
+        if not (isinstance(cell, dict) and isinstance(cell.get("run_id"), str)
+                and isinstance(cell.get("params"), dict)):
             raise StudyError(f"{path}: cells[{i}] needs a run_id and a params mapping, got {cell!r}")
     return Study(
         dir=Path(study_dir),
@@ -172,6 +175,26 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
+def _status(result: dict[str, Any] | None, result_error: str | None, state: dict[str, Any] | None,
+            state_error: str | None) -> tuple[str, str | None]:
+    """(status, reason): result.json's when there is one, else state.json's, else "missing"."""
+    if result_error:
+        return "unreadable", result_error
+    if result is not None:
+        status, reason = result.get("status"), result.get("reason")
+        if not isinstance(status, str):
+            return "unreadable", "result.json: no status"
+        if status != "done" and _get(state, "status") in ACTIVE:  # resubmitted: its old result is not the news
+            return state["status"], f"requeued after {status}" + (f": {reason}" if reason else "")
+        return status, reason
+    if state_error:
+        return "unreadable", state_error
+    if state is not None:
+        status = state.get("status")
+        return (status, state.get("error")) if isinstance(status, str) else ("unreadable", "state.json: no status")
+    return "missing", None
+
+
 def _run_row(study: Study, cell: dict[str, Any]) -> dict[str, Any]:
     run_id, params = cell["run_id"], cell["params"]
     run_dir = study.dir / RUNS_DIR / run_id
@@ -183,20 +206,7 @@ def _run_row(study: Study, cell: dict[str, Any]) -> dict[str, Any]:
         config_file, config_error = _read_json(run_dir / "config.json")
         config = _get(config_file, "config")
 
-    if result_error:
-        status, reason = "unreadable", result_error
-    elif result is not None:
-        status, reason = result.get("status"), result.get("reason")
-        if not isinstance(status, str):
-            status, reason = "unreadable", "result.json: no status"
-        if status != "done" and _get(state, "status") in ACTIVE:
-            status, reason = state["status"], f"requeued after {status}" + (f": {reason}" if reason else "")
-    elif state_error:
-        status, reason = "unreadable", state_error
-    elif state is not None:
-        status, reason = str(state.get("status")), state.get("error")
-    else:
-        status, reason = "missing", None
+    status, reason = _status(result, result_error, state, state_error)
     reason = "; ".join(r for r in (reason, config_error) if r) or None
 
     row: dict[str, Any] = flatten(config if isinstance(config, dict) else study.base)
@@ -210,7 +220,7 @@ def _run_row(study: Study, cell: dict[str, Any]) -> dict[str, Any]:
     if result is None:
         return row
     metrics = result.get("metrics")
-    row.update({key: _number(_get(metrics, key)) for key in METRIC_COLUMNS[:7]})
+    row.update({key: _number(_get(metrics, key)) for key in RESULT_METRICS})
     row.update(
         params=_number(_get(result, "model", "params")), flops=_number(_get(result, "model", "flops")),
         infer_img_s=_number(_get(result, "throughput", "infer_img_s")),
@@ -220,9 +230,8 @@ def _run_row(study: Study, cell: dict[str, Any]) -> dict[str, Any]:
         finished_at=result.get("finished_at"),
         commit=_get(result, "code", "commit"), dirty=_get(result, "code", "dirty"),
     )
-    for what in ("infer", "train"):
-        setting = _get(result, "throughput", f"{what}_setting")
-        row.update({f"{what}_{field}": scalar(_get(setting, field))
-                    for field in ("layout", "precision", "compiled", "batch_size")})
-    row.update({key: scalar(_get(result, "env", key)) for key in ENV_COLUMNS[:7]})
+    for mode in ("infer", "train"):
+        setting = _get(result, "throughput", f"{mode}_setting")
+        row.update({f"{mode}_{field}": scalar(_get(setting, field)) for field in SETTING_FIELDS})
+    row.update({key: scalar(_get(result, "env", key)) for key in ENV_KEYS})
     return row

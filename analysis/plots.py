@@ -78,12 +78,12 @@ def _panels(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.Data
 
 def _grid(n: int, panel_height: float, sharey: bool = True, width: float | None = None) -> tuple[Figure, list[Axes]]:
     """`n` panels, three to a row; one column wide for a single panel, else two."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
-    width = width or (SINGLE if n == 1 else DOUBLE)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(width, 0.5 + panel_height * nrows), layout="constrained",
-                            squeeze=False, sharey=sharey)
+    # a bare Figure, not pyplot's: no global state, no backend to pick, nothing to close
+    fig = Figure(figsize=(width or (SINGLE if n == 1 else DOUBLE), 0.5 + panel_height * nrows), layout="constrained")
+    axs = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     axes = list(axs.flat)
     for ax in axes[n:]:
         fig.delaxes(ax)
@@ -98,8 +98,9 @@ def _compact(value: float) -> str:
 
 
 def _log_ticks(axis: Axis, lo: float, hi: float) -> None:
-    """Ticks at 1-2-5 style values inside [lo, hi], as few as give three, labelled 500, 1k, 20k: matplotlib's own
-    log ticks label every minor tick on short ranges, and those labels collide in a 3.3 in figure."""
+    """Ticks at 1-2-5 style values inside [lo, hi], as few as give three (on a short range: evenly spaced round
+    values), labelled 500, 1k, 20k. matplotlib's own log ticks label every minor tick on short ranges, and those
+    labels collide in a 3.3 in figure."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
     decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
     ticks: list[float] = []
@@ -107,8 +108,8 @@ def _log_ticks(axis: Axis, lo: float, hi: float) -> None:
         ticks = [s * 10.0 ** e for e in decades for s in subs if lo <= s * 10.0 ** e <= hi]
         if len(ticks) >= 3:
             break
-    if len(ticks) < 2:  # a range narrower than the gap between two 1-9 multiples
-        ticks = [t for t in MaxNLocator(3).tick_values(lo, hi) if lo <= t <= hi]
+    if len(ticks) < 3:  # a short range: evenly spaced round values read better
+        ticks = [t for t in MaxNLocator(4).tick_values(lo, hi) if lo <= t <= hi]
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_minor_locator(NullLocator())
     axis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
@@ -129,20 +130,19 @@ def throughput_scatter(cells: pd.DataFrame, metric_key: str, hue: str | None, st
                        hue_order: Sequence[Any] | None = None) -> Figure:
     """The metric against inference throughput (log x), one point per cell (means over seeds), colour by `hue`,
     marker by `style`, with the Pareto front of the plotted points as a dashed staircase."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
     m = metric(metric_key)
     data = cells[np.isfinite(cells["infer_img_s_mean"]) & np.isfinite(cells[f"{m.key}_mean"])]
     if data.empty:
         raise PlotSkipped("no cell has both a finished run's accuracy and its inference throughput yet")
-    x, y = data["infer_img_s_mean"].to_numpy(), data[f"{m.key}_mean"].to_numpy()
-    fig, ax = plt.subplots(figsize=(SINGLE, 2.4), layout="constrained")
+    x, y = data["infer_img_s_mean"].to_numpy(), data[f"{m.key}_mean"].to_numpy() / m.scale
+    fig, (ax,) = _grid(1, 1.9)
 
     front = pareto_mask(x, y if m.higher_is_better else -y)
     order = np.argsort(x[front])
     # steps-pre: between two front points the best reachable value is the faster point's
-    (front_line,) = ax.plot(x[front][order], y[front][order], drawstyle="steps-pre", color="0.45", ls="--", lw=0.9, zorder=1,
-            label="Pareto front")
+    (front_line,) = ax.plot(x[front][order], y[front][order], drawstyle="steps-pre", color="0.45", ls="--",
+                            lw=0.9, zorder=1, label="Pareto front")
     frame = pd.DataFrame({"x": x, "y": y})
     hue_name, style_name = (axis_name(hue) if hue else None), (axis_name(style) if style else None)
     if hue:
@@ -253,9 +253,11 @@ def heatmap(cells: pd.DataFrame, metric_key: str, rows: str | None, columns: str
     also prints its value as the tables do, or its status.
     """
     import seaborn as sns
-    for key in (rows, columns):
-        if key is None or key not in cells or cells[key].nunique(dropna=False) < 2:
-            raise PlotSkipped(f"{key or 'a table axis'} does not vary")
+    for role, key in (("rows", rows), ("columns", columns)):
+        if key is None:
+            raise PlotSkipped(f"the tables have no {role} axis (the study varies fewer than two settings)")
+        if key not in cells or cells[key].nunique(dropna=False) < 2:
+            raise PlotSkipped(f"{key} does not vary")
     m = metric(metric_key)
     values = cells[f"{m.key}_mean"] / m.scale
     if not np.isfinite(values).any():

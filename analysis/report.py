@@ -1,6 +1,7 @@
 """report.md: what a study ran (grid, recipe, hardware), its tables and figures, and every run not finished."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,14 @@ def status_line(runs: pd.DataFrame) -> str:
 
 
 def _values(runs: pd.DataFrame, key: str) -> str:
-    return ", ".join(format_value(v) for v in dict.fromkeys(runs[key].tolist()))
+    """The distinct values of a column, in order of appearance (all missing values as one "none")."""
+    return ", ".join(dict.fromkeys(format_value(v) for v in runs[key].tolist()))
+
+
+def _device(run: dict[str, Any]) -> str:
+    if str(run["device"]).startswith("cuda"):
+        return format_value(run["device_name"])
+    return f"CPU {format_value(run['device_name'])} with {_int(run['cpu_count'])} cores"
 
 
 def _what_was_run(study: Study, runs: pd.DataFrame) -> list[str]:
@@ -50,8 +58,9 @@ def _hardware(runs: pd.DataFrame) -> list[str]:
     done = runs[runs["status"] == "done"]
     if done.empty:
         return ["- Hardware: no run has finished yet"]
-    devices = Counter(format_value(d) for d in done["device_name"])
-    versions = ", ".join(f"{name} {_values(done, name)}" for name in ("torch", "cuda", "python"))
+    devices = Counter(_device(run) for run in done.to_dict("records"))
+    versions = ", ".join(f"{name} {_values(done, name)}" for name in ("torch", "cuda", "python")
+                         if done[name].notna().any())
     lines = [f"- Hardware: {'; '.join(f'{d} ({k} runs)' for d, k in devices.most_common())} "
              f"on {done['hostname'].nunique()} host(s); {versions}"]
     settings = Counter(
@@ -64,19 +73,30 @@ def _hardware(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+_MD_SPECIALS = re.compile(r"[\\`*_|<>\[\]]")  # would format or break a Markdown table row
+
+
 def _unfinished(runs: pd.DataFrame, axes: list[str]) -> list[str]:
     todo = runs[runs["status"] != "done"]
     lines = ["## Runs not finished", ""]
     if todo.empty:
         return lines + ["None: every planned run is done.", ""]
-    header = ["Run", *(axis_label(a) for a in axes), "Seed", "Status", "Attempts", "Last epoch", "Reason"]
+    header = ["Run", *(axis_label(a) for a in axes), "Seed", "Status", "Attempts", "Epochs done", "Reason"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in todo.to_dict("records"):
-        reason = "" if pd.isna(row["reason"]) else str(row["reason"]).replace("|", r"\|").replace("\n", " ")
+        reason = "" if pd.isna(row["reason"]) else _MD_SPECIALS.sub(r"\\\g<0>", _last_line(str(row["reason"])))
+        planned = _int(row.get("recipe.epochs"))
+        epochs = "" if pd.isna(row["last_epoch"]) else f"{int(row['last_epoch']) + 1}/{planned}"
         values = [f"`{row['run_id']}`", *(format_value(row[a]) for a in axes), format_value(row["seed"]),
-                  row["status"], _int(row["attempts"]), _int(row["last_epoch"]), reason]
+                  row["status"], _int(row["attempts"]), epochs, reason]
         lines.append("| " + " | ".join(values) + " |")
     return lines + [""]
+
+
+def _last_line(text: str, limit: int = 200) -> str:
+    """The last non-empty line (of a traceback: the exception and its message), at most `limit` characters."""
+    line = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def _int(value: Any) -> str:

@@ -117,13 +117,14 @@ def cells_table(cells: pd.DataFrame, main: str, axes: Sequence[str], study: str)
     """Every cell with the main metric, the TABLE_METRICS and its finished/planned seeds."""
     keys = list(dict.fromkeys([main, *TABLE_METRICS]))
     stub = _varying(cells, axes)
-    columns: list[list[Entry]] = [_bold_best([_entry(c, metric(k)) for c in cells.to_dict("records")], metric(k))
-                                  for k in keys]
+    records = cells.to_dict("records")
+    columns = [_bold_best([_entry(c, metric(k)) for c in records], metric(k)) for k in keys]
     seeds = [Entry(f"{d}/{r}") for d, r in zip(cells["n_done"], cells["n_runs"])]
-    rows = [(tuple(format_value(v) for v in label), [col[i] for col in columns] + [seeds[i]])
+    rows = [(tuple(format_value(v) for v in label) or ("all",), [col[i] for col in columns] + [seeds[i]])
             for i, label in enumerate(cells[stub].itertuples(index=False))]
     caption = f"All cells of study {study}: {_seeds_phrase(cells)}, best per column in bold."
-    return Table(name="cells", study=study, title="All cells", caption=caption, stub=[axis_name(k) for k in stub] or ["Cell"], group=None,
+    return Table(name="cells", study=study, title="All cells", caption=caption,
+                 stub=[axis_name(k) for k in stub] or ["Cell"], group=None,
                  columns=[metric(k).title for k in keys] + ["Seeds done"], rows=rows)
 
 

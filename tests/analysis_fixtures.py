@@ -124,7 +124,8 @@ def _write_run(run_dir: Path, run_id: str, study: str, cell: dict[str, Any], con
     setting = {"layout": "channels_last", "precision": "bf16", "compiled": True, "batch_size": 256}
     result = {
         "run_id": run_id, "status": status,
-        "reason": {"failed": "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "reason": {"failed": "Traceback (most recent call last):\n  File \"harness/train.py\", line 93, in train\n"
+                             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n",
                    "diverged": "loss is nan at epoch 3"}.get(outcome),
         "diverged_epoch": 3 if outcome == "diverged" else None,
         "config": config,
