@@ -2,6 +2,14 @@
 
     from analysis import build_report
     paths = build_report(Path("results/mixer_vs_patch"))     # or: python -m analysis results/mixer_vs_patch
+
+writes, under the study folder:
+
+    summary.csv (and summary.parquet with pyarrow)   one row per planned run: axes, seed, config, state, metrics
+    tables/cells.csv                                 one row per cell: mean, std, n, 95% CI per metric, statuses
+    tables/<metric>.tex|.md, tables/cells.tex|.md    paper tables (booktabs LaTeX, Markdown)
+    figures/<name>.png|.pdf                          unless figures=False (--no-figures)
+    report.md                                        what ran, the tables, the figures, every unfinished run
 """
 from .aggregate import aggregate
 from .build import ReportPaths, build_report

@@ -58,7 +58,8 @@ def _hardware(runs: pd.DataFrame) -> list[str]:
     done = runs[runs["status"] == "done"]
     if done.empty:
         return ["- Hardware: no run has finished yet"]
-    devices = Counter(_device(run) for run in done.to_dict("records"))
+    # to_dict and itertuples only over the columns used: on 1,000 runs of 90 columns they cost tenths of a second
+    devices = Counter(_device(run) for run in done[["device", "device_name", "cpu_count"]].to_dict("records"))
     versions = ", ".join(f"{name} {_values(done, name)}" for name in ("torch", "cuda", "python")
                          if done[name].notna().any())
     lines = [f"- Hardware: {'; '.join(f'{d} ({k} runs)' for d, k in devices.most_common())} "
@@ -66,7 +67,7 @@ def _hardware(runs: pd.DataFrame) -> list[str]:
     settings = Counter(
         f"{format_value(r.infer_layout)}, {format_value(r.infer_precision)}, "
         f"{'compiled' if r.infer_compiled is True else 'eager'}, batch {format_value(r.infer_batch_size)}"
-        for r in done.itertuples())
+        for r in done[[f"infer_{f}" for f in ("layout", "precision", "compiled", "batch_size")]].itertuples())
     lines.append(f"- Inference throughput measured with: {'; '.join(settings)}")
     if len(devices) > 1:
         lines.append("- **Runs finished on different devices: compare throughput only within one device.**")
@@ -83,7 +84,8 @@ def _unfinished(runs: pd.DataFrame, axes: list[str]) -> list[str]:
         return lines + ["None: every planned run is done.", ""]
     header = ["Run", *(axis_label(a) for a in axes), "Seed", "Status", "Attempts", "Epochs done", "Reason"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in todo.to_dict("records"):
+    columns = ["run_id", *axes, "seed", "status", "attempts", "last_epoch", "recipe.epochs", "reason"]
+    for row in todo[[c for c in columns if c in todo]].to_dict("records"):
         reason = "" if pd.isna(row["reason"]) else _MD_SPECIALS.sub(r"\\\g<0>", _last_line(str(row["reason"])))
         planned = _int(row.get("recipe.epochs"))
         epochs = "" if pd.isna(row["last_epoch"]) else f"{int(row['last_epoch']) + 1}/{planned}"

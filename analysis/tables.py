@@ -49,6 +49,11 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _entry_columns(key: str) -> list[str]:
+    """The columns of the cells table that `_entry` reads for metric `key`."""
+    return ["status", "n_runs", f"{key}_n", f"{key}_mean", f"{key}_std"]
+
+
 def _entry(cell: dict[str, Any], m: Metric) -> Entry:
     n = int(cell[f"{m.key}_n"])
     if n == 0:
@@ -85,7 +90,8 @@ def pivot_table(cells: pd.DataFrame, key: str, rows: str | None, columns: str | 
     m = metric(key)
     outer = _varying(cells, [a for a in axes if a not in (rows, columns)])
     row_keys = [*outer, rows] if rows else outer
-    records = cells.to_dict("records")
+    records = cells[list(dict.fromkeys([*row_keys, *([columns] if columns else []), *_entry_columns(key)]))
+                    ].to_dict("records")
     by_key = {(tuple(format_value(c[k]) for k in row_keys), format_value(c[columns]) if columns else ""): c
               for c in records}
     row_labels = list(dict.fromkeys(r for r, _ in by_key))
@@ -117,7 +123,7 @@ def cells_table(cells: pd.DataFrame, main: str, axes: Sequence[str], study: str)
     """Every cell with the main metric, the TABLE_METRICS and its finished/planned seeds."""
     keys = list(dict.fromkeys([main, *TABLE_METRICS]))
     stub = _varying(cells, axes)
-    records = cells.to_dict("records")
+    records = cells[list(dict.fromkeys(c for k in keys for c in _entry_columns(k)))].to_dict("records")
     columns = [_bold_best([_entry(c, metric(k)) for c in records], metric(k)) for k in keys]
     seeds = [Entry(f"{d}/{r}") for d, r in zip(cells["n_done"], cells["n_runs"])]
     rows = [(tuple(format_value(v) for v in label) or ("all",), [col[i] for col in columns] + [seeds[i]])
