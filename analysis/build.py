@@ -18,7 +18,7 @@ import pandas as pd
 from .aggregate import aggregate
 from .files import write_atomic
 from .load import Study, load_study, read_curves, read_runs, stray_runs
-from .metrics import METRICS, TABLE_METRICS, metric
+from .metrics import METRICS, PIVOT_ONLY_METRICS, TABLE_METRICS, metric
 from .pareto import pareto_mask
 from .report import render_report, status_line
 from .spec import ReportSpec, resolve_spec
@@ -65,7 +65,7 @@ def _parquet(frame: pd.DataFrame, path: Path) -> Path | None:
 
 def _tables(study: Study, cells: pd.DataFrame, spec: ReportSpec) -> list[Table]:
     """The main metric's pivot, the pivots of the other table metrics that have any value, and the cells table."""
-    keys = list(dict.fromkeys([spec.metric, *TABLE_METRICS]))
+    keys = list(dict.fromkeys([spec.metric, *TABLE_METRICS, *PIVOT_ONLY_METRICS]))
     keys = [k for k in keys if k == spec.metric or (cells[f"{k}_n"] > 0).any()]
     tables = [pivot_table(cells, k, spec.rows, spec.columns, study.axes, study.name) for k in keys]
     return tables + [cells_table(cells, spec.metric, study.axes, study.name)]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class Metric:
     key: str                # column in summary.csv (raw units: percent, counts, FLOPs, img/s, bytes, seconds)
     label: str
+    short: str              # a narrow table header
     unit: str               # of the displayed value, after dividing by `scale`
     scale: float
     decimals: int
@@ -23,22 +24,24 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.key: m for m in (
-    Metric("test_top1", "Top-1 accuracy", "%", 1, 2, True),
-    Metric("test_top5", "Top-5 accuracy", "%", 1, 2, True),
-    Metric("best_test_top1", "Best top-1 accuracy", "%", 1, 2, True),
-    Metric("test_loss", "Test loss", "", 1, 3, False),
-    Metric("train_top1", "Train top-1 accuracy", "%", 1, 2, True),
-    Metric("train_loss", "Train loss", "", 1, 3, False),
-    Metric("params", "Parameters", "M", 1e6, 2, False),
-    Metric("flops", "FLOPs", "G", 1e9, 3, False),  # forward FLOPs per image
-    Metric("infer_img_s", "Inference throughput", "img/s", 1, 0, True),
-    Metric("train_img_s", "Training throughput", "img/s", 1, 0, True),
-    Metric("peak_mem_bytes", "Peak memory", "GiB", 2 ** 30, 2, False),
-    Metric("wall_s", "Wall time", "min", 60, 1, False),
+    Metric("test_top1", "Top-1 accuracy", "Top-1", "%", 1, 2, True),
+    Metric("test_top5", "Top-5 accuracy", "Top-5", "%", 1, 2, True),
+    Metric("best_test_top1", "Best top-1 accuracy", "Best top-1", "%", 1, 2, True),
+    Metric("test_loss", "Test loss", "Test loss", "", 1, 3, False),
+    Metric("train_top1", "Train top-1 accuracy", "Train top-1", "%", 1, 2, True),
+    Metric("train_loss", "Train loss", "Train loss", "", 1, 3, False),
+    Metric("params", "Parameters", "Params", "M", 1e6, 2, False),
+    Metric("flops", "FLOPs", "FLOPs", "G", 1e9, 3, False),  # forward FLOPs per image
+    Metric("infer_img_s", "Inference throughput", "Inference", "img/s", 1, 0, True),
+    Metric("train_img_s", "Training throughput", "Training", "img/s", 1, 0, True),
+    Metric("peak_mem_bytes", "Peak memory", "Memory", "GiB", 2 ** 30, 2, False),
+    Metric("wall_s", "Wall time", "Wall time", "min", 60, 1, False),
 )}
 
-# What the tables show besides the study's main metric, in this order.
-TABLE_METRICS = ("params", "flops", "infer_img_s", "train_img_s", "peak_mem_bytes")
+# Shown beside the study's main metric, in this order: in the all-cells table, and each in a pivot table of its own.
+TABLE_METRICS = ("params", "flops", "infer_img_s", "train_img_s")
+# Only in pivot tables of their own: the all-cells table has to fit the width of a two-column paper.
+PIVOT_ONLY_METRICS = ("peak_mem_bytes",)
 
 
 def metric(key: str) -> Metric:

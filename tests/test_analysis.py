@@ -252,16 +252,19 @@ def test_latex_tables_mark_the_same_best_values(built):
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_every_latex_table_compiles(built, tmp_path):
-    tables = sorted(p for p in built.tables if p.suffix == ".tex")
+@pytest.mark.parametrize("study", ["study_dir", "kernel_study"])
+def test_every_latex_table_compiles_and_fits_a_two_column_paper(study, request, tmp_path):
+    copy = shutil.copytree(request.getfixturevalue(study), tmp_path / "study")  # leave the shared build alone
+    paths = build_report(copy, figures=False, echo=None)
+    tables = sorted(p for p in paths.tables if p.suffix == ".tex")
     inputs = "\n".join(rf"\input{{{p.as_posix()}}}\clearpage" for p in tables)
-    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
+    (tmp_path / "doc.tex").write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n"
                                       f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert (tmp_path / "doc.pdf").stat().st_size > 0
     assert f"Output written on doc.pdf ({len(tables)} pages" in done.stdout.replace("\n", "")
+    assert "Overfull \\hbox" not in done.stdout  # each table fits its column, or both columns as table*
 
 
 # --- Pareto front ---
