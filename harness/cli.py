@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixer-train: {e}", file=sys.stderr)
         return 2
 
-    from .train import ConfigMismatchError, train
+    from .records import ConfigMismatchError
+    from .train import train
     from .validate import ModelConfigError, check_run
     try:
         check_run(cfg)

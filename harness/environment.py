@@ -5,14 +5,9 @@ import os
 import platform
 import random
 import socket
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import torch
-
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -41,21 +36,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-
-
-def code_version() -> dict[str, Any]:
-    """The git commit of the code that runs (a study's snapshot records its own through TOKENMIX_CODE_VERSION)."""
-    if os.environ.get("TOKENMIX_CODE_VERSION"):
-        commit, _, dirty = os.environ["TOKENMIX_CODE_VERSION"].partition("+")
-        return {"commit": commit, "dirty": dirty == "dirty"}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_ROOT,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        return {"commit": commit, "dirty": bool(status.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def environment(device: torch.device) -> dict[str, Any]:

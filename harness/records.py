@@ -16,10 +16,16 @@ import contextlib
 import fcntl
 import json
 import os
+import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 STATUSES = ("pending", "queued", "running", "done", "failed", "diverged", "cancelled")
 FINISHED = ("done", "diverged")
@@ -118,3 +124,32 @@ class RunDir:
                 out.append(json.loads(line))
         return out
 
+
+class ConfigMismatchError(RuntimeError):
+    """The run directory already holds a run of a different config."""
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the code that runs (a study's snapshot records its own through TOKENMIX_CODE_VERSION)."""
+    if os.environ.get("TOKENMIX_CODE_VERSION"):
+        commit, _, dirty = os.environ["TOKENMIX_CODE_VERSION"].partition("+")
+        return {"commit": commit, "dirty": dirty == "dirty"}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_ROOT,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def write_config(run: RunDir, cfg: RunConfig, extra: dict[str, Any] | None = None) -> None:
+    """config.json: written once; a directory holding another config is refused, never overwritten."""
+    existing = read_json(run.config)
+    if existing is not None and existing.get("run_id") != cfg.run_id:
+        raise ConfigMismatchError(f"{run.path} holds run {existing.get('run_id')}, not {cfg.run_id}: use another "
+                                  f"output directory")
+    if existing is None:
+        atomic_write_json(run.config, {"run_id": cfg.run_id, **(extra or {}), "config": cfg.to_dict(),
+                                       "code": code_version()})

@@ -24,15 +24,11 @@ from mixers.summary import summarize
 from .config import RunConfig
 from .data import build_loaders
 from .engine import evaluate, train_one_epoch
-from .environment import code_version, environment, resolve_device, seed_everything, set_threads
+from .environment import environment, resolve_device, seed_everything, set_threads
 from .execution import choose_setting
 from .optim import LrSchedule, build_optimizer
-from .records import RunDir, atomic_write_json, now, read_json
+from .records import RunDir, atomic_write_json, code_version, now, write_config
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
-
-
-class ConfigMismatchError(RuntimeError):
-    """The run directory already holds a run of a different config."""
 
 
 def build_model(cfg: RunConfig, in_chans: int, num_classes: int, img_size: int) -> MixerNet:
@@ -65,17 +61,6 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"peak_bytes": torch.cuda.max_memory_allocated(device), "kind": "cuda_max_allocated"}
     return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "kind": "cpu_max_rss"}
-
-
-def write_config(run: RunDir, cfg: RunConfig, extra: dict[str, Any] | None = None) -> None:
-    """config.json: written once; a directory holding another config is refused, never overwritten."""
-    existing = read_json(run.config)
-    if existing is not None and existing.get("run_id") != cfg.run_id:
-        raise ConfigMismatchError(f"{run.path} holds run {existing.get('run_id')}, not {cfg.run_id}: use another "
-                                  f"output directory")
-    if existing is None:
-        atomic_write_json(run.config, {"run_id": cfg.run_id, **(extra or {}), "config": cfg.to_dict(),
-                                       "code": code_version()})
 
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Any = print) -> dict[str, Any]:

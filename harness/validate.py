@@ -1,15 +1,10 @@
 """Checks of a run config that need the registries: everything that can fail is tried before any training starts.
 
-The model is built on the meta device (no memory, no time), so a bad mixer hyper-parameter, an attention width that
+`check_data` needs no torch; `check_model` builds the model on the meta device (no memory, no time), so a bad mixer hyper-parameter, an attention width that
 the heads do not divide or a patch larger than the image is reported here, with the key path, and not an hour into a
 cluster job.
 """
 from __future__ import annotations
-
-import torch
-
-from mixers import ACTIVATIONS, BLOCKS, MIXERS
-from mixers.registry import UnknownNameError
 
 from .config import RunConfig
 from .datasets import DATASETS, DatasetError, Geometry, create_dataset
@@ -33,6 +28,11 @@ def check_data(cfg: RunConfig, path: str = "config") -> Geometry:
 
 
 def check_model(cfg: RunConfig, geometry: Geometry, path: str = "config") -> None:
+    import torch
+
+    from mixers import ACTIVATIONS, BLOCKS, MIXERS
+    from mixers.registry import UnknownNameError
+
     from .train import build_model
     m = cfg.model
     for key, registry in (("mixer", MIXERS), ("block", BLOCKS), ("act", ACTIVATIONS)):

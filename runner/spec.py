@@ -1,0 +1,249 @@
+"""The study file: a base run config, the grid of cells around it, and where and how to run them.
+
+    name: mixer_vs_patch
+    base: {model: {...}, data: {...}, recipe: convmixer_cifar10}
+    grid: {model.mixer: [dwconv, attention], model.patch_size: [1, 2, 4]}   # the cartesian product
+    zip: [{model.dim: [256, 512], model.depth: [8, 16]}]                      # axes that vary together
+    exclude: [{model.mixer: attention, model.patch_size: 1}]                  # cells to drop (a list = any of)
+    include: [{model.mixer: pool, model.patch_size: 2}]                       # extra cells beyond the grid
+    seeds: [0, 1, 2]
+    run: {executor: slurm, profile: slurm/profiles/mycluster.yaml, gpus_per_task: 1, timeout_min: 120}
+    report: {table: {rows: model.mixer, columns: model.patch_size, metric: test_top1}}
+
+Every error names the file and the key path, and says what would be valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harness.config import RunConfig, resolve
+from harness.schema import ConfigError, did_you_mean, get_dotted, parse, to_dict
+
+RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
+
+
+@dataclass(frozen=True)
+class SlurmResources:
+    """SLURM resources of every cell; a cluster profile (run.profile) gives the defaults."""
+    partition: str | None = None
+    gpus_per_task: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float = 4.0
+    timeout_min: int = 60
+    array_parallelism: int = 64          # cells running at once (the %N throttle)
+    max_array_size: int = 1000           # the cluster's MaxArraySize: bigger grids are split into several arrays
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = field(default_factory=list)       # shell lines before the job (module load, conda activate)
+    sbatch: dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {exclusive: true}
+    signal_delay_s: int = 120            # warning before the time limit, to checkpoint and requeue
+    max_num_timeout: int = 3             # requeues after hitting the time limit (preemptions are always requeued)
+    snapshot: bool = True                # queued jobs run the code as it was at submission
+
+    def __post_init__(self) -> None:
+        from harness.schema import check
+        for name in ("gpus_per_task", "cpus_per_task", "timeout_min", "array_parallelism", "max_array_size"):
+            minimum = 0 if name == "gpus_per_task" else 1
+            check(getattr(self, name) >= minimum, name, f"must be >= {minimum}, got {getattr(self, name)}")
+        check(self.mem_gb > 0, "mem_gb", f"must be > 0, got {self.mem_gb}")
+
+
+@dataclass(frozen=True)
+class RunSpec(SlurmResources):
+    executor: Literal["local", "slurm", "debug"] = "local"
+    profile: str | None = None           # a cluster profile YAML (relative to the study file, or to the cwd)
+    parallel: int | None = None          # local: cells at once (None: one per GPU, or 1 on a CPU-only machine)
+    max_retries: int = 2                 # failed cells are re-submitted at most this many times
+    results: str = "results"             # the results root; the study writes results/<name>/
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from harness.schema import check
+        check(self.parallel is None or self.parallel >= 1, "parallel", "must be >= 1")
+        check(self.max_retries >= 0, "max_retries", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    rows: str | None = None
+    columns: str | None = None
+    metric: str = "test_top1"
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    x: str | None = None
+    hue: str | None = None
+    style: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    table: TableSpec = field(default_factory=TableSpec)
+    plots: PlotSpec = field(default_factory=PlotSpec)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    description: str = ""
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    zip: list[dict[str, list[Any]]] = field(default_factory=list)
+    include: list[dict[str, Any]] = field(default_factory=list)
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    run: RunSpec = field(default_factory=RunSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+    imports: list[str] = field(default_factory=list)  # modules that register extra mixers or datasets
+
+    @property
+    def axes(self) -> list[str]:
+        """The varied keys in grid order, zipped ones after (seed is not an axis)."""
+        return list(self.grid) + [k for group in self.zip for k in group]
+
+
+@dataclass(frozen=True)
+class Cell:
+    params: dict[str, Any]    # dotted key -> value, the seed included as "seed"
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+
+class StudyError(ConfigError):
+    """A study file that cannot run; nothing was submitted and no result was touched."""
+
+
+def _check_key(key: str, where: str) -> None:
+    """A dotted key must start with a run-config section (model, data, ...) or be the seed."""
+    head = key.split(".")[0]
+    if head not in RUN_KEYS:
+        raise StudyError(f"{where}: {key!r} does not name a run-config key{did_you_mean(head, RUN_KEYS)}; "
+                         f"keys start with one of {', '.join(RUN_KEYS)} (e.g. model.mixer)")
+    if head == "seed":
+        raise StudyError(f"{where}: the seed is set by the study's `seeds` list, not as an axis")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such study file") from None
+    except yaml.YAMLError as e:
+        raise StudyError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study file is a mapping with at least `name` and `grid`; got {raw!r}")
+    raw = dict(raw)
+    run = dict(raw.get("run") or {})
+    if run.get("profile"):
+        run = {**_load_profile(path, run["profile"]), **run}
+    raw["run"] = run
+    if isinstance(raw.get("seeds"), int) and not isinstance(raw.get("seeds"), bool):
+        raw["seeds"] = list(range(raw["seeds"]))  # `seeds: 3` means 0, 1, 2
+    try:
+        spec = parse(StudySpec, raw, str(path))
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
+    _check_structure(spec, str(path))
+    return spec
+
+
+def _load_profile(study: Path, profile: str) -> dict[str, Any]:
+    candidates = [study.parent / profile, Path(profile)]
+    for candidate in candidates:
+        if candidate.is_file():
+            with open(candidate) as f:
+                data = yaml.safe_load(f) or {}
+            if not isinstance(data, dict):
+                raise StudyError(f"{candidate}: a cluster profile is a mapping of run settings, got {data!r}")
+            unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(SlurmResources)}]
+            if unknown:
+                valid = [f.name for f in dataclasses.fields(SlurmResources)]
+                raise StudyError(f"{candidate}.{unknown[0]}: unknown key{did_you_mean(unknown[0], valid)}; "
+                                 f"valid: {', '.join(valid)}")
+            return data
+    raise StudyError(f"{study}.run.profile: no profile file {profile!r} (looked in {study.parent} and the "
+                     f"current directory)")
+
+
+def _check_structure(spec: StudySpec, where: str) -> None:
+    if not spec.name.replace("-", "_").replace(".", "_").isidentifier():
+        raise StudyError(f"{where}.name: {spec.name!r} must be a plain name (letters, digits, _ - .): it names "
+                         f"the results folder")
+    for key, values in spec.grid.items():
+        _check_key(key, f"{where}.grid")
+        if not values:
+            raise StudyError(f"{where}.grid.{key}: an axis needs at least one value, got an empty list")
+    for i, group in enumerate(spec.zip):
+        lengths = {k: len(v) for k, v in group.items()}
+        for key in group:
+            _check_key(key, f"{where}.zip[{i}]")
+            if key in spec.grid:
+                raise StudyError(f"{where}.zip[{i}].{key}: already a grid axis; an axis is either in grid or zip")
+        if len(set(lengths.values())) > 1:
+            raise StudyError(f"{where}.zip[{i}]: zipped axes vary together and need equal lengths, got {lengths}")
+    for name, rules in (("include", spec.include), ("exclude", spec.exclude)):
+        for i, rule in enumerate(rules):
+            for key in rule:
+                _check_key(key, f"{where}.{name}[{i}]")
+    if not spec.seeds:
+        raise StudyError(f"{where}.seeds: needs at least one seed")
+    if len(set(spec.seeds)) != len(spec.seeds):
+        raise StudyError(f"{where}.seeds: repeated seeds {spec.seeds}")
+    if "seed" in spec.base:
+        raise StudyError(f"{where}.base.seed: the seed is set by the study's `seeds` list")
+
+
+def _matches(params: dict[str, Any], rule: dict[str, Any]) -> bool:
+    return all((params.get(k) in v) if isinstance(v, list) else params.get(k) == v for k, v in rule.items())
+
+
+def expand(spec: StudySpec, where: str = "study") -> list[Cell]:
+    """Every cell of the study, each with its resolved and validated run config, in a stable order."""
+    resolve(spec.base, path=f"{where}.base")  # a mistake in the base is reported once, by its own key path
+    grid_points = [dict(zip(spec.grid, values)) for values in itertools.product(*spec.grid.values())]
+    for group in spec.zip:
+        rows = [dict(zip(group, values)) for values in zip(*group.values())]
+        grid_points = [{**p, **r} for p in grid_points for r in rows]
+    points = [p for p in grid_points if not any(_matches(p, rule) for rule in spec.exclude)]
+    points += [dict(rule) for rule in spec.include if rule not in points]
+    if not spec.grid and not spec.zip and not spec.include:
+        raise StudyError(f"{where}.grid: the study has no axes (grid, zip or include); a study varies at "
+                         f"least one key, e.g. grid: {{model.mixer: [dwconv, identity]}}")
+    if not points:
+        raise StudyError(f"{where}.exclude: the rules exclude every cell of the grid; nothing would run")
+    cells, seen = [], {}
+    for point in points:
+        for seed in spec.seeds:
+            params = {**point, "seed": seed}
+            label = ", ".join(f"{k}={v}" for k, v in params.items())
+            config = resolve(spec.base, params, path=f"{where} cell [{label}]")
+            cell = Cell(params, config)
+            if cell.run_id in seen:
+                raise StudyError(f"{where}: cells [{label}] and [{seen[cell.run_id]}] resolve to the same run config")
+            seen[cell.run_id] = label
+            cells.append(cell)
+    return cells
+
+
+def resolved_study(spec: StudySpec, cells: list[Cell], code: dict[str, Any]) -> dict[str, Any]:
+    """study.yaml as written next to the results: the study as submitted, its cells and the code version."""
+    base = resolve(spec.base, path="base").to_dict()
+    return {**to_dict(spec), "axes": spec.axes, "base": base, "code": code,
+            "cells": [{"run_id": c.run_id, "params": c.params} for c in cells]}
+
+
+def cell_value(cell: Cell, key: str) -> Any:
+    return cell.params[key] if key in cell.params else get_dotted(cell.config, key)

@@ -1,0 +1,62 @@
+"""Every cell of a study checked before anything runs: its data (files present, geometry) and its model (built on
+the meta device). Model checks need torch, which takes seconds to import, so a study whose distinct models already
+passed with the same source code is not checked again: the verdict is cached under the toolkit's cache folder,
+keyed by the code and the models. `--dry-run` and re-runs of a study then stay fast."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+from pathlib import Path
+
+from harness.datasets import Geometry, cache_dir
+from harness.records import PACKAGE_ROOT, atomic_write_json
+from harness.validate import check_data
+
+from .spec import Cell, StudyError, StudySpec
+
+
+def _source_fingerprint(imports: list[str]) -> str:
+    """Changes whenever the code that builds models changes (the packages, or a study's plugin modules)."""
+    files = [p for pkg in ("mixers", "harness") for p in sorted((PACKAGE_ROOT / pkg).glob("*.py"))]
+    for module in imports:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            files.append(Path(spec.origin))
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def load_plugins(spec: StudySpec, where: str) -> None:
+    for i, module in enumerate(spec.imports):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise StudyError(f"{where}.imports[{i}]: cannot import {module!r} ({e})") from None
+
+
+def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
+    """Raise StudyError naming the first bad cell; returns quietly when every cell can run."""
+    load_plugins(spec, where)
+    geometries: dict[str, Geometry] = {}
+    models: dict[str, tuple[Cell, Geometry]] = {}
+    for cell in cells:
+        label = f"{where} cell [{', '.join(f'{k}={v}' for k, v in cell.params.items())}]"
+        data_key = json.dumps(cell.config.to_dict()["data"], sort_keys=True)
+        if data_key not in geometries:
+            geometries[data_key] = check_data(cell.config, label)
+        geometry = geometries[data_key]
+        model_key = json.dumps([cell.config.to_dict()["model"], geometry.__dict__], sort_keys=True)
+        models.setdefault(model_key, (cell, geometry))
+    key = hashlib.sha256((_source_fingerprint(spec.imports) + "".join(sorted(models))).encode()).hexdigest()
+    verdict = cache_dir() / "validated" / f"{key[:32]}.json"
+    if verdict.exists():
+        return
+    from harness.validate import check_model  # imports torch: only when this code and these models are new
+    for cell, geometry in models.values():
+        check_model(cell.config, geometry, f"{where} cell [{', '.join(f'{k}={v}' for k, v in cell.params.items())}]")
+    atomic_write_json(verdict, {"models": len(models)})
