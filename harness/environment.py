@@ -51,4 +51,5 @@ def environment(device: torch.device) -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "code_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # a study's snapshot, on a cluster
     }

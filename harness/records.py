@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
-STATUSES = ("pending", "queued", "running", "done", "failed", "diverged", "cancelled")
-FINISHED = ("done", "diverged")
 
 
 def now() -> str:

@@ -37,7 +37,7 @@ def plan(spec: StudySpec, statuses: list[CellStatus], max_retries: int) -> tuple
     for s in statuses:
         if s.status == "new":
             todo.append(s.cell)
-        elif s.status in ("failed", "cancelled"):
+        elif s.status == "failed":
             if s.attempts > max_retries:
                 skipped[s.cell.run_id] = f"gave up after {s.attempts} attempts (run.max_retries={max_retries})"
             else:
@@ -54,8 +54,8 @@ def print_dry_run(spec: StudySpec, statuses: list[CellStatus], todo: list[Cell])
     print(_table(rows, ["run id", *spec.axes, "seed", "status", "action"]))
     counts = Counter(s.status for s in statuses)
     print(f"\n{len(statuses)} cells: {len(todo)} would be submitted; "
-          + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("new", "done", "failed", "running", "queued", "diverged",
-                                                           "cancelled") if counts.get(k)))
+          + ", ".join(f"{counts[k]} {k}" for k in ("new", "done", "failed", "running", "queued", "diverged")
+                      if counts.get(k)))
 
 
 def print_status(spec: StudySpec, statuses: list[CellStatus]) -> None:
@@ -69,7 +69,7 @@ def print_status(spec: StudySpec, statuses: list[CellStatus]) -> None:
     counts = Counter(s.status for s in statuses)
     print(f"\n{len(statuses)} cells: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     for s in statuses:
-        if s.error and s.status in ("failed", "cancelled", "diverged"):
+        if s.error and s.status in ("failed", "diverged"):
             print(f"\n--- {s.cell.run_id} ({s.status}) ---\n{s.error.rstrip()}")
 
 
@@ -113,7 +113,7 @@ def submit(spec: StudySpec, cells: list[Cell], where: str, executor: str, max_re
     finished = all(s.status in ("done", "diverged") for s in statuses)
     if todo or finished:
         report(spec)
-    bad = [s for s in statuses if s.status in ("failed", "cancelled")]
+    bad = [s for s in statuses if s.status == "failed"]
     if bad:
         print(f"\n{len(bad)} cells failed; see `run-study {where} --status` for their tracebacks")
     return 1 if bad else 0

@@ -1,8 +1,8 @@
 """What a study has done so far, read from its run files alone (so it works where `sacct` does not).
 
 A cell is `new` until the runner claims it; then its run directory's state.json says queued / running / done /
-failed / diverged / cancelled. A cell recorded as queued or running whose job or process is gone without a result
-is reconciled to failed, with the reason, so that re-running the study re-submits it.
+failed / diverged. A cell recorded as queued or running whose job or process is gone without a result
+(cancelled, killed, lost) is reconciled to failed, with the reason, so that re-running the study re-submits it.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def run_dir(spec: StudySpec, cell: Cell) -> RunDir:
 @dataclass
 class CellStatus:
     cell: Cell
-    status: str                 # new | queued | running | done | failed | diverged | cancelled
+    status: str                 # new | queued | running | done | failed | diverged
     attempts: int = 0
     job_ids: tuple[str, ...] = ()
     last_epoch: int | None = None
@@ -130,9 +130,8 @@ def reconcile(spec: StudySpec, statuses: list[CellStatus]) -> list[CellStatus]:
 
 
 def _mark_failed(spec: StudySpec, s: CellStatus, reason: str) -> None:
-    status = "cancelled" if "CANCELLED" in reason else "failed"
-    run_dir(spec, s.cell).update_state(status=status, error=reason, event=reason)
-    s.status, s.error = status, reason
+    run_dir(spec, s.cell).update_state(status="failed", error=reason, event=reason)
+    s.status, s.error = "failed", reason
 
 
 @contextlib.contextmanager

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny real studies on the digits, and the local SLURM cluster."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+# a small ConvMixer on sklearn's digits: a few seconds per cell on one core
+TINY_BASE: dict[str, Any] = {
+    "model": {"block": "convmixer", "dim": 16, "depth": 1, "patch_size": 2, "kernel_size": 3},
+    "data": {"dataset": "digits"},
+    "recipe": {"name": "small", "epochs": 2, "batch_size": 256},
+    "system": {"device": "cpu", "layout": "contiguous", "threads": 1},
+    "bench": {"batch_size": 16, "warmup": 1, "iters": 1},
+}
+
+
+def write_study(folder: Path, name: str = "tiny", **fields: Any) -> Path:
+    """A study file under `folder` whose results go to folder/results; `fields` replace the defaults."""
+    study = {"name": name, "base": TINY_BASE, "grid": {"model.mixer": ["dwconv", "identity"]}, "seeds": [0],
+             "run": {"executor": "local", "results": str(folder / "results")}}
+    for key, value in fields.items():
+        study[key] = {**study[key], **value} if isinstance(value, dict) and key in ("run",) else value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def run_study(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The `run-study` command, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """The local single-node cluster that slurm/cluster-up.sh starts (CI starts it before the tests).
+
+    Skips where no cluster runs, except under TOKENMIX_REQUIRE_SLURM=1 (CI), where a missing cluster fails."""
+    ok = shutil.which("sinfo") is not None and subprocess.run(
+        ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30).returncode == 0
+    if not ok:
+        message = "no SLURM cluster answers sinfo (start one with: bash slurm/cluster-up.sh)"
+        if os.environ.get("TOKENMIX_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -1,0 +1,139 @@
+"""The study runner on the local executor: grids, validation, run identity and state, retries, concurrency."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY_BASE, run_study, write_study
+from runner.spec import StudyError, expand, load_spec
+
+
+def statuses(results: Path, study: str) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (results / study / "runs").glob("*/state.json")}
+
+
+def test_grid_zip_include_exclude_and_seeds(tmp_path):
+    path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity", "pool"], "model.patch_size": [1, 2]},
+                       zip=[{"model.dim": [16, 32], "model.depth": [1, 2]}],
+                       exclude=[{"model.mixer": "pool", "model.patch_size": [1]}],
+                       include=[{"model.mixer": "mlp", "model.patch_size": 4}], seeds=2)
+    spec = load_spec(path)
+    cells = expand(spec)
+    points = {tuple(sorted(c.params.items())) for c in cells}
+    # 3 mixers x 2 patches x 2 (zipped dim/depth) - 2 excluded (pool, p=1) + 1 included; x 2 seeds
+    assert len(cells) == len(points) == (3 * 2 * 2 - 2 + 1) * 2
+    assert all(c.config.model.depth == {16: 1, 32: 2}[c.config.model.dim] for c in cells if "model.dim" in c.params)
+    assert not any(c.config.model.mixer == "pool" and c.config.model.patch_size == 1 for c in cells)
+    included = [c for c in cells if c.config.model.mixer == "mlp"]
+    assert [c.config.model.patch_size for c in included] == [4, 4] and {c.config.seed for c in included} == {0, 1}
+    assert len({c.run_id for c in cells}) == len(cells)
+    assert spec.axes == ["model.mixer", "model.patch_size", "model.dim", "model.depth"]
+    assert [c.run_id for c in expand(load_spec(path))] == [c.run_id for c in cells]  # stable ids
+
+
+BAD_STUDIES = [
+    ({"grid": {"model.mixr": ["dwconv"]}}, "cell [model.mixr=dwconv, seed=0].model.mixr: unknown key (did you mean 'mixer'?)"),
+    ({"grid": {"modle.mixer": ["dwconv"]}}, "grid: 'modle.mixer' does not name a run-config key (did you mean 'model'?)"),
+    ({"grid": {"model.mixer": ["dwconv", "convolution"]}}, "model.mixer: unknown mixer 'convolution'"),
+    ({"grid": {"data.dataset": ["digits", "cifar"]}}, "data.dataset: unknown dataset 'cifar' (did you mean 'cifar10'?)"),
+    ({"grid": {"model.patch_size": [2, 16]}}, "model.patch_size: 16 is larger than the images (8x8 for digits)"),
+    ({"grid": {"model.mixer": []}}, "grid.model.mixer: an axis needs at least one value"),
+    ({"grid": {}}, "grid: the study has no axes"),
+    ({"grid": {"model.dim": [16, "wide"]}}, "model.dim: expected int, got 'wide'"),
+    ({"zip": [{"model.dim": [16, 32], "model.depth": [1]}]}, "zipped axes vary together and need equal lengths"),
+    ({"exclude": [{"model.mixer": ["dwconv", "identity"]}]}, "exclude: the rules exclude every cell of the grid"),
+    ({"seeds": []}, "seeds: needs at least one seed"),
+    ({"run": {"executor": "kubernetes"}}, "run.executor: 'kubernetes' is not valid"),
+    ({"run": {"partion": "gpu"}}, "run.partion: unknown key (did you mean 'partition'?)"),
+    ({"run": {"profile": "slurm/profiles/nowhere.yaml"}}, "run.profile: no profile file 'slurm/profiles/nowhere.yaml'"),
+    ({"grid": {"model.mixer_kwargs": [{"num_head": 2}]}, "base": {**TINY_BASE, "model": {**TINY_BASE["model"], "mixer": "attention"}}},
+     "mixer 'attention' has no hyper-parameter 'num_head' (did you mean 'num_heads'?)"),
+    ({"seed": [0, 1]}, "seed: unknown key (did you mean 'seeds'?)"),
+]
+
+
+@pytest.mark.parametrize("fields,message", BAD_STUDIES, ids=[m[:40] for _, m in BAD_STUDIES])
+def test_bad_study_files_say_what_is_wrong_and_submit_nothing(tmp_path, fields, message):
+    path = write_study(tmp_path, **fields)
+    # a finished study's files must survive a bad edit of the study untouched
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "keep.txt").write_text("earlier results")
+    p = run_study(str(path))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr and str(path) in p.stderr and "nothing was submitted" in p.stderr, p.stderr
+    assert sorted(x.name for x in (tmp_path / "results" / "tiny").iterdir()) == ["keep.txt"]
+
+
+def test_bad_study_messages_are_distinct():
+    assert len({m for _, m in BAD_STUDIES}) == len(BAD_STUDIES) >= 10
+
+
+def test_local_study_runs_skips_finished_cells_and_aggregates(tmp_path):
+    path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity"], "model.patch_size": [1, 2]})
+    results = tmp_path / "results"
+    dry = run_study(str(path), "--dry-run")
+    assert dry.returncode == 0 and "4 cells: 4 would be submitted; 4 new" in dry.stdout
+    assert not (results / "tiny" / "runs").exists()  # a dry run writes nothing
+
+    first = run_study(str(path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    states = statuses(results, "tiny")
+    assert len(states) == 4 and {s["status"] for s in states.values()} == {"done"}
+    assert all(s["attempts"] == 1 for s in states.values())
+    for run_id in states:
+        result = json.loads((results / "tiny" / "runs" / run_id / "result.json").read_text())
+        assert result["run_id"] == run_id and result["status"] == "done"
+    study = yaml.safe_load((results / "tiny" / "study.yaml").read_text())
+    assert study["axes"] == ["model.mixer", "model.patch_size"] and len(study["cells"]) == 4
+    assert (results / "tiny" / "summary.csv").exists() and (results / "tiny" / "report.md").exists()
+
+    again = run_study(str(path))
+    assert again.returncode == 0 and "nothing to submit: 4 cells, 4 done" in again.stdout
+    assert {k: v["attempts"] for k, v in statuses(results, "tiny").items()} == {k: 1 for k in states}
+
+    status = run_study(str(path), "--status")
+    assert status.returncode == 0 and "4 cells: 4 done" in status.stdout
+    dry = run_study(str(path), "--dry-run")
+    assert "4 cells: 0 would be submitted; 4 done" in dry.stdout
+
+
+def test_a_failing_cell_keeps_its_traceback_and_retries_are_bounded(tmp_path):
+    # train_limit=10 < batch_size: this cell raises at run time, after validation; the other one trains
+    path = write_study(tmp_path, grid={"data.train_limit": [None, 10]}, run={"max_retries": 1})
+    results = tmp_path / "results"
+    first = run_study(str(path))
+    assert first.returncode == 1 and "1 cells failed" in first.stdout
+    by_status = {s["status"]: s for s in statuses(results, "tiny").values()}
+    assert set(by_status) == {"done", "failed"}
+    assert "ValueError: recipe.batch_size 256 is larger than the training split" in by_status["failed"]["error"]
+    status = run_study(str(path), "--status")
+    assert "Traceback (most recent call last)" in status.stdout and "larger than the training split" in status.stdout
+
+    second = run_study(str(path))  # one retry allowed
+    assert "submitting 1 of 2 cells" in second.stdout
+    third = run_study(str(path))
+    assert "nothing to submit" in third.stdout and "gave up after 2 attempts" in third.stdout
+    assert sorted(s["attempts"] for s in statuses(results, "tiny").values()) == [1, 2]
+
+
+def test_two_runners_at_once_never_run_a_cell_twice(tmp_path):
+    path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity"], "model.patch_size": [1, 2]})
+    runners = [subprocess.Popen([sys.executable, "-m", "runner", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=900)[0] for r in runners]
+    assert all(r.returncode == 0 for r in runners), outputs
+    states = statuses(tmp_path / "results", "tiny")
+    assert len(states) == 4 and all(s["status"] == "done" for s in states.values())
+    assert all(s["attempts"] == 1 and s["starts"] == 1 for s in states.values()), states  # claimed and run once
+
+
+def test_debug_executor_runs_in_process(tmp_path):
+    from runner.cli import main
+    path = write_study(tmp_path, run={"executor": "debug"})
+    assert main([str(path)]) == 0
+    assert {s["status"] for s in statuses(tmp_path / "results", "tiny").values()} == {"done"}
