@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SINGLE, DOUBLE = 3.3, 6.9   # inches: one column and the full width of a two-column paper
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-HEATMAP_CELL = 0.62         # inches per heatmap column needed to print values and statuses in 7 pt
+HEATMAP_CHAR = 0.06         # inches per character of 7 pt text, to size heatmap cells that print their values
 CURVE_STATUSES = ("done", *ACTIVE)
 
 
@@ -76,10 +76,11 @@ def _panels(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.Data
             for values, group in frame.groupby(keys, sort=False, dropna=False)]
 
 
-def _grid(n: int, panel_height: float, sharey: bool = True, width: float | None = None) -> tuple[Figure, list[Axes]]:
-    """`n` panels, three to a row; one column wide for a single panel, else two."""
+def _grid(n: int, panel_height: float, sharey: bool = True, width: float | None = None,
+          per_row: int = 3) -> tuple[Figure, list[Axes]]:
+    """`n` panels, `per_row` to a row; one column wide for a single panel, else two, unless `width` is given."""
     from matplotlib.figure import Figure
-    ncols = min(n, 3)
+    ncols = min(n, per_row)
     nrows = math.ceil(n / ncols)
     # a bare Figure, not pyplot's: no global state, no backend to pick, nothing to close
     fig = Figure(figsize=(width or (SINGLE if n == 1 else DOUBLE), 0.5 + panel_height * nrows), layout="constrained")
@@ -249,8 +250,8 @@ def heatmap(cells: pd.DataFrame, metric_key: str, rows: str | None, columns: str
             axes: Sequence[str]) -> Figure:
     """The metric's mean over `rows` x `columns`, one colour scale, a panel per combination of the other axes.
 
-    Cells without a value are hatched. Where the figure is wide enough (up to 9 columns in one panel), each cell
-    also prints its value as the tables do, or its status.
+    Cells without a value are hatched. Where the figure (at most two columns wide) has room, each cell also prints
+    its value as the tables do, or its status; panels go three, two or one to a row to make that room.
     """
     import seaborn as sns
     for role, key in (("rows", rows), ("columns", columns)):
@@ -264,20 +265,31 @@ def heatmap(cells: pd.DataFrame, metric_key: str, rows: str | None, columns: str
         raise PlotSkipped("no run has finished yet")
     row_labels = [format_value(v) for v in _order(cells[rows].tolist())]
     column_labels = [format_value(v) for v in _order(cells[columns].tolist())]
-    panels = _panels(cells, [a for a in axes if a not in (rows, columns)])
-    per_row = min(len(panels), 3)
-    needed = 0.8 + per_row * (0.75 + HEATMAP_CELL * len(column_labels))  # colour bar, row labels, cells
-    fig, axs = _grid(len(panels), 0.45 + 0.28 * len(row_labels), sharey=False, width=min(DOUBLE, max(SINGLE, needed)))
-    annotate = needed <= DOUBLE
-    vmin, vmax = np.nanmin(values), np.nanmax(values)
-    for ax, (title, group) in zip(axs, panels):
+    panels = []
+    for title, group in _panels(cells, [a for a in axes if a not in (rows, columns)]):
         grid = pd.DataFrame(np.nan, index=row_labels, columns=column_labels)
         text = pd.DataFrame(NOT_IN_GRID, index=row_labels, columns=column_labels)
         for cell in group.to_dict("records"):
             r, c = format_value(cell[rows]), format_value(cell[columns])
-            has_value = cell[f"{m.key}_n"] > 0
-            grid.loc[r, c] = cell[f"{m.key}_mean"] / m.scale if has_value else np.nan
-            text.loc[r, c] = m.format(cell[f"{m.key}_mean"]) if has_value else cell["status"]
+            if cell[f"{m.key}_n"] > 0:
+                grid.loc[r, c], text.loc[r, c] = cell[f"{m.key}_mean"] / m.scale, m.format(cell[f"{m.key}_mean"])
+            else:
+                text.loc[r, c] = cell["status"]
+        panels.append((title, grid, text))
+
+    longest = max(len(t) for _, _, text in panels for t in text.to_numpy().flat)
+    cell_width = 0.1 + HEATMAP_CHAR * longest
+    for per_row in range(min(len(panels), 3), 0, -1):
+        needed = 0.8 + per_row * (0.75 + cell_width * len(column_labels))  # colour bar; row labels and cells
+        if needed <= DOUBLE:
+            break
+    annotate = needed <= DOUBLE
+    if not annotate:
+        per_row = min(len(panels), 3)
+    fig, axs = _grid(len(panels), 0.45 + 0.28 * len(row_labels), sharey=False,
+                     width=min(DOUBLE, max(SINGLE, needed)), per_row=per_row)
+    vmin, vmax = np.nanmin(values), np.nanmax(values)
+    for ax, (title, grid, text) in zip(axs, panels):
         sns.heatmap(grid, ax=ax, cmap="viridis", vmin=vmin, vmax=vmax, cbar=False, linewidths=0.5,
                     linecolor="white", annot=text.to_numpy() if annotate else False, fmt="",
                     annot_kws={"fontsize": 7})
