@@ -24,7 +24,7 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class ReportSpec:
     rows: str | None        # table rows
-    columns: str | None     # table columns (None: one column per metric)
+    columns: str | None     # table columns (None: a single column, the metric)
     metric: str             # what the pivot tables, the heatmap and the accuracy plots show
     x: str | None           # the axis of the "metric against an axis" plot
     hue: str | None         # colour in every plot
