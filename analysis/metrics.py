@@ -1,7 +1,9 @@
 """The metric columns of a study's tidy table, and how each is labelled, scaled and ranked in tables and plots."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,16 @@ class Metric:
     scale: float
     decimals: int
     higher_is_better: bool
+    si: bool = False        # a count whose SI prefix (G, M, K) is picked per table by `fitted`
+
+    def fitted(self, raw: Iterable[float]) -> Metric:
+        """For SI counts, the largest prefix in which the biggest of `raw` is at least 0.1: 0.59 M parameters, but
+        a CPU-sized model's 1.2 K rather than 0.00 M."""
+        if not self.si:
+            return self
+        top = max((abs(v) for v in raw if math.isfinite(v)), default=0.0)
+        scale, prefix = next(((s, p) for s, p in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if top >= 0.1 * s), (1, ""))
+        return replace(self, scale=scale, unit=prefix)
 
     @property
     def title(self) -> str:
@@ -30,8 +42,8 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("test_loss", "Test loss", "Test loss", "", 1, 3, False),
     Metric("train_top1", "Train top-1 accuracy", "Train top-1", "%", 1, 2, True),
     Metric("train_loss", "Train loss", "Train loss", "", 1, 3, False),
-    Metric("params", "Parameters", "Params", "M", 1e6, 2, False),
-    Metric("flops", "FLOPs", "FLOPs", "G", 1e9, 3, False),  # forward FLOPs per image
+    Metric("params", "Parameters", "Params", "M", 1e6, 2, False, si=True),
+    Metric("flops", "FLOPs", "FLOPs", "G", 1e9, 3, False, si=True),  # forward FLOPs per image
     Metric("infer_img_s", "Inference throughput", "Inference", "img/s", 1, 0, True),
     Metric("train_img_s", "Training throughput", "Training", "img/s", 1, 0, True),
     Metric("peak_mem_bytes", "Peak memory", "Memory", "GiB", 2 ** 30, 2, False),

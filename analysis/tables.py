@@ -90,7 +90,7 @@ def pivot_table(cells: pd.DataFrame, key: str, rows: str | None, columns: str | 
                 study: str) -> Table:
     """`key` with `rows` down and `columns` across; axes besides those that vary become outer row labels, and the
     best value is picked per column within each block of them."""
-    m = metric(key)
+    m = metric(key).fitted(cells[f"{key}_mean"])
     outer = _varying(cells, [a for a in axes if a not in (rows, columns)])
     row_keys = [*outer, rows] if rows else outer
     records = cells[list(dict.fromkeys([*row_keys, *([columns] if columns else []), *_entry_columns(key)]))
@@ -127,15 +127,16 @@ def cells_table(cells: pd.DataFrame, main: str, axes: Sequence[str], study: str)
     keys = list(dict.fromkeys([main, *TABLE_METRICS]))
     stub = _varying(cells, axes)
     records = cells[list(dict.fromkeys(c for k in keys for c in _entry_columns(k)))].to_dict("records")
-    columns = [_bold_best([_entry(c, metric(k)) for c in records], metric(k)) for k in keys]
+    fitted = [metric(k).fitted(cells[f"{k}_mean"]) for k in keys]
+    columns = [_bold_best([_entry(c, m) for c in records], m) for m in fitted]
     seeds = [Entry(f"{d}/{r}") for d, r in zip(cells["n_done"], cells["n_runs"])]
     rows = [(tuple(format_value(v) for v in label) or ("all",), [col[i] for col in columns] + [seeds[i]])
             for i, label in enumerate(cells[stub].itertuples(index=False))]
     caption = f"All cells of study {study}: {_seeds_phrase(cells)}, best per column in bold."
     return Table(name="cells", study=study, title="All cells", caption=caption,
                  stub=[axis_name(k) for k in stub] or ["Cell"], group=None,
-                 columns=[metric(k).short for k in keys] + ["Seeds"], rows=rows,
-                 units=[f"({metric(k).unit})" if metric(k).unit else "" for k in keys] + ["done"])
+                 columns=[m.short for m in fitted] + ["Seeds"], rows=rows,
+                 units=[f"({m.unit})" if m.unit else "" for m in fitted] + ["done"])
 
 
 _LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\textasciicircum{}",

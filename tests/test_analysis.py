@@ -233,6 +233,13 @@ def test_lower_is_better_metrics_bold_the_smallest_value(study_dir, built):
         assert bold == {m for m, v in shown.items() if v == min(shown.values())}
 
 
+@pytest.mark.parametrize(("raw", "unit", "shown"), [([5.9e5, 2.6e6], "M", "0.59"), ([1234.0, 800.0], "K", "1.23"),
+                                                    ([12.0], "", "12.00")])
+def test_counts_are_shown_in_a_prefix_that_keeps_small_models_readable(raw, unit, shown):
+    params = METRICS["params"].fitted(raw)
+    assert (params.unit, params.format(raw[0])) == (unit, shown)
+
+
 def test_pivot_axes_come_from_the_study_file_and_can_be_overridden(tmp_path):
     report = {"table": {"rows": "model.patch_size", "columns": "model.mixer", "metric": "test_top5"}}
     study = write_study(tmp_path, mixers=("dwconv", "pool"), patch_sizes=(2, 4), seeds=(0, 1), report=report)
