@@ -59,8 +59,14 @@ class DeviceLoader:
         return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
 
     @property
+    def size(self) -> int:
+        """Images in the split."""
+        return len(self.labels)
+
+    @property
     def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.train else len(self.labels)
+        """Images seen per pass (training drops the last partial batch)."""
+        return len(self) * self.batch_size if self.train else self.size
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.labels)
@@ -117,8 +123,12 @@ class HostLoader:
         return len(self.loader)
 
     @property
+    def size(self) -> int:
+        return len(self.loader.dataset)
+
+    @property
     def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.train else len(self.loader.dataset)
+        return len(self) * self.batch_size if self.train else self.size
 
     def __iter__(self) -> Iterator[Batch]:
         for x, y in self.loader:

@@ -101,7 +101,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
     steps_per_epoch = len(loaders.train)
     if steps_per_epoch == 0:
         raise ValueError(f"recipe.batch_size {cfg.recipe.batch_size} is larger than the training split "
-                         f"({len(loaders.train.labels) if hasattr(loaders.train, 'labels') else '?'} images)")
+                         f"({loaders.train.size} images)")
 
     ckpt = torch.load(run.checkpoint, map_location=device, weights_only=False) if run.checkpoint.exists() else None
     if ckpt is not None:

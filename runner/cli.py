@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from harness.records import atomic_write_bytes, code_version
 from harness.schema import ConfigError
 
 from .spec import Cell, StudyError, StudySpec, cell_value, expand, load_spec, resolved_study
-from .state import CellStatus, claim, read_status, reconcile, study_dir, study_lock
+from .state import CellStatus, claim, read_status, reconcile, run_dir, study_dir, study_lock
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -73,9 +74,16 @@ def print_status(spec: StudySpec, statuses: list[CellStatus]) -> None:
             print(f"\n--- {s.cell.run_id} ({s.status}) ---\n{s.error.rstrip()}")
 
 
-def report(spec: StudySpec) -> None:
+def report(spec: StudySpec) -> bool:
+    """Tables, figures and report.md; a failure is reported, and the run files it read stay as they were."""
     from analysis import build_report
-    build_report(study_dir(spec))
+    try:
+        build_report(study_dir(spec))
+    except Exception:
+        print(f"run-study: building the report of {spec.name} failed; the run results are complete:\n"
+              f"{traceback.format_exc()}", file=sys.stderr)
+        return False
+    return True
 
 
 def submit(spec: StudySpec, cells: list[Cell], where: str, executor: str, max_retries: int, wait: bool) -> int:
@@ -103,7 +111,14 @@ def submit(spec: StudySpec, cells: list[Cell], where: str, executor: str, max_re
     else:
         print(f"{spec.name}: submitting {len(todo)} of {len(cells)} cells to the {executor} executor "
               f"({len(cells) - len(todo)} skipped)", flush=True)
-        EXECUTORS.get(executor)(spec, todo)
+        try:
+            EXECUTORS.get(executor)(spec, todo)
+        except Exception as e:  # e.g. sbatch refused the job: the claimed cells must not stay "queued"
+            for cell in todo:
+                if run_dir(spec, cell).read_state()["status"] == "queued":
+                    run_dir(spec, cell).update_state(status="failed", error=f"submission failed: {e}",
+                                                     event="submission failed")
+            raise
         if executor == "slurm" and not wait:
             print(f"follow with: run-study {where} --status   (results in {study_dir(spec)})")
             return 0
@@ -111,12 +126,11 @@ def submit(spec: StudySpec, cells: list[Cell], where: str, executor: str, max_re
             wait_for_cells(spec, todo)
     statuses = reconcile(spec, read_status(spec, cells))
     finished = all(s.status in ("done", "diverged") for s in statuses)
-    if todo or finished:
-        report(spec)
+    reported = report(spec) if todo or finished else True
     bad = [s for s in statuses if s.status == "failed"]
     if bad:
         print(f"\n{len(bad)} cells failed; see `run-study {where} --status` for their tracebacks")
-    return 1 if bad else 0
+    return 1 if bad or not reported else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print_status(spec, reconcile(spec, read_status(spec, cells)))
             return 0
         if args.report:
-            report(spec)
-            return 0
+            return 0 if report(spec) else 1
         max_retries = spec.run.max_retries if args.max_retries is None else args.max_retries
         if args.dry_run:
             from .validation import validate_cells

@@ -136,19 +136,20 @@ def slurm_executor(spec: StudySpec) -> Any:
     if r.snapshot:
         code = code_version()
         version = f"{code['commit']}{'+dirty' if code['dirty'] else ''}"
-        setup += [f"export PYTHONPATH={snapshot_code(spec)}${{PYTHONPATH:+:$PYTHONPATH}}",
+        snapshot = snapshot_code(spec)
+        # `python -m` puts the working directory first on sys.path: the job must start inside the snapshot
+        setup += [f"cd {snapshot}", f"export PYTHONPATH={snapshot}${{PYTHONPATH:+:$PYTHONPATH}}",
                   f"export TOKENMIX_CODE_VERSION={version}"]
     params: dict[str, Any] = dict(
         name=spec.name, timeout_min=r.timeout_min, cpus_per_task=r.cpus_per_task, mem_gb=r.mem_gb,
         tasks_per_node=1, nodes=1, stderr_to_stdout=True, slurm_array_parallelism=r.array_parallelism,
-        slurm_setup=setup, slurm_signal_delay_s=r.signal_delay_s, slurm_max_num_timeout=r.max_num_timeout,
-        slurm_additional_parameters=dict(r.sbatch))
+        slurm_setup=setup, slurm_signal_delay_s=r.signal_delay_s, slurm_additional_parameters=dict(r.sbatch))
     if r.gpus_per_task:
         params["gpus_per_node"] = r.gpus_per_task
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(r, key):
             params[f"slurm_{key}"] = getattr(r, key)
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=r.max_num_timeout)
     executor.update_parameters(**params)
     return executor
 
@@ -161,7 +162,7 @@ def run_slurm(spec: StudySpec, cells: list[Cell]) -> None:
     for start in range(0, len(cells), size):
         chunk = cells[start:start + size]
         with executor.batch():
-            jobs = [executor.submit(CellJob(run_dir(spec, c).path)) for c in chunk]
+            jobs = [executor.submit(CellJob(run_dir(spec, c).path.resolve())) for c in chunk]
         for cell, job in zip(chunk, jobs):
             run_dir(spec, cell).update_state(job_id=job.job_id)
         array = jobs[0].job_id.split("_")[0]
