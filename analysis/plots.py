@@ -50,10 +50,11 @@ def _paper(plot: Callable[..., Figure]) -> Callable[..., Figure]:
 
 
 def _order(values: Sequence[Any]) -> list[Any]:
-    """Distinct values in order of appearance, numbers sorted."""
-    distinct = list(dict.fromkeys(values))
+    """Distinct values in order of appearance, numbers sorted; missing values (None, NaN) once, last."""
+    missing = [v for v in values if v is None or (isinstance(v, float) and v != v)]
+    distinct = list(dict.fromkeys(v for v in values if not (v is None or (isinstance(v, float) and v != v))))
     numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in distinct)
-    return sorted(distinct) if numeric else distinct
+    return (sorted(distinct) if numeric else distinct) + missing[:1]
 
 
 def _palette(labels: Sequence[str]) -> dict[str, Any]:

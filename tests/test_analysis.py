@@ -485,3 +485,8 @@ def test_command_fails_clearly_without_a_study_file_or_with_an_unknown_axis(stud
     assert "study.yaml not found" in capsys.readouterr().err
     assert main([str(study_dir), "--no-figures", "--rows", "model.mixr"]) == 2
     assert "'model.mixr' is not a column" in capsys.readouterr().err
+
+
+def test_axis_values_with_a_missing_value_are_ordered_once():
+    from analysis.plots import _order
+    assert _order([None, 10, float("nan"), 2, 10, None]) == [2, 10, None]

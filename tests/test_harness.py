@@ -21,7 +21,7 @@ from harness.throughput import Setting, benchmark, candidate_settings
 from harness.train import build_model, train
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKED_1K = Path(os.environ.get("TOKENMIX_SHARED_DATA", ROOT.parent / "shared" / "data")) / "cifar10_jpegbytes_1k1k.npz"
+PACKED_1K = ROOT / "tests" / "data" / "cifar10_jpegbytes_1k1k.npz"  # 100 + 100 CIFAR-10 images per class
 FAST = {"model": {"dim": 32, "depth": 2, "patch_size": 1, "kernel_size": 3}, "data": {"dataset": "digits"},
         "recipe": {"name": "small", "epochs": 2, "batch_size": 128},
         "system": {"device": "cpu", "layout": "contiguous", "threads": 1},
