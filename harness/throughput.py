@@ -2,8 +2,8 @@
 steps closed by a device synchronisation; inference under `inference_mode`, training with SGD on random targets.
 
 Each measurement records its conditions (mode, layout, precision, compiled, batch, resolution, device). A model is
-measured under every memory layout and, where available, bf16 and compiled, and the best is reported, so a mixer is
-never called slow because of a layout it did not have to use (a k=9 depthwise convolution runs up to 8x slower in
+measured under every memory layout and, where available, bf16, then compiled in its best eager setting, and the best
+is reported, so a mixer is never called slow because of a layout it did not have to use (a k=9 depthwise convolution runs up to 8x slower in
 channels_last bf16 on an H100/H200).
 
     mixer-bench                     # every mixer at h=256, d=8, p=2, k=5 on 32x32 inputs, on this machine
@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator, Literal
 
 import torch
@@ -62,15 +62,17 @@ def bf16_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def candidate_settings(device: torch.device, precision: str = "auto", layout: str = "auto",
-                       compile: bool | str = "auto") -> list[Setting]:
-    """Every setting worth measuring on `device`, given fixed or "auto" choices. On a CPU "auto" means fp32 and
-    eager (bf16 autocast and inductor rarely pay off there); on a GPU bf16 (where supported) and compiled too."""
-    on_gpu = device.type == "cuda"
+def candidate_settings(device: torch.device, precision: str = "auto", layout: str = "auto") -> list[Setting]:
+    """The eager settings worth measuring on `device`, given fixed or "auto" choices: both layouts, and bf16 as well
+    as fp32 on a GPU that supports it (on a CPU, bf16 autocast rarely pays off)."""
     layouts = ["contiguous", "channels_last"] if layout == "auto" else [layout]
     precisions = (["fp32", "bf16"] if bf16_supported(device) else ["fp32"]) if precision == "auto" else [precision]
-    compiles = ([False, True] if on_gpu else [False]) if compile == "auto" else [bool(compile)]
-    return [Setting(l, p, c) for l in layouts for p in precisions for c in compiles]
+    return [Setting(l, p) for l in layouts for p in precisions]
+
+
+def tries_compile(device: torch.device, compile: bool | str) -> bool:
+    """Whether compiled execution is measured: when asked for, and by default ("auto") on GPUs only."""
+    return compile is True or (compile == "auto" and device.type == "cuda")
 
 
 def synchronize(device: torch.device) -> None:
@@ -87,8 +89,9 @@ def _isolated_rng(device: torch.device) -> Iterator[None]:
 
 
 def measure(model: nn.Module, mode: Mode, setting: Setting, batch_size: int, input_size: tuple[int, int, int],
-            device: torch.device, warmup: int, iters: int, num_classes: int) -> Measurement:
-    """One timed measurement on a copy of `model` (the model itself is left untouched)."""
+            device: torch.device, warmup: int, iters: int, num_classes: int, budget_s: float = 5.0) -> Measurement:
+    """One timed measurement on a copy of `model` (the model itself is left untouched): up to `warmup` warm-up steps,
+    then up to `iters` timed steps closed by a device synchronisation, fewer where steps are slow (`budget_s`)."""
     fmt = memory_format(setting.layout)
     record = dict(mode=mode, layout=setting.layout, precision=setting.precision, compiled=setting.compiled,
                   batch_size=batch_size, img_size=input_size[-1], device=str(device))
@@ -114,13 +117,22 @@ def measure(model: nn.Module, mode: Mode, setting: Setting, batch_size: int, inp
                 scaler.step(opt)
                 scaler.update()
 
+            # warm-up (compilation and cuDNN autotuning fall here), cut short once it has used half the budget
             t0 = time.perf_counter()
-            for _ in range(warmup):
+            done = 0
+            while done < warmup and (done < 2 or time.perf_counter() - t0 < budget_s / 2):
                 step()
-            synchronize(device)
+                synchronize(device)
+                done += 1
             warm_s = time.perf_counter() - t0
+            # one timed step sizes the timed run: a slow setting (an 8x slower layout) gets fewer steps
             t0 = time.perf_counter()
-            for _ in range(iters):
+            step()
+            synchronize(device)
+            first = time.perf_counter() - t0
+            n = max(2, min(iters, int(budget_s / max(first, 1e-9))))
+            t0 = time.perf_counter()
+            for _ in range(n):
                 step()
             synchronize(device)
             elapsed = time.perf_counter() - t0
@@ -131,8 +143,8 @@ def measure(model: nn.Module, mode: Mode, setting: Setting, batch_size: int, inp
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    step_s = elapsed / iters
-    compile_s = max(0.0, warm_s - warmup * step_s) if setting.compiled else None
+    step_s = elapsed / n
+    compile_s = max(0.0, warm_s - done * step_s) if setting.compiled else None
     return Measurement(**record, img_s=batch_size / step_s, step_ms=1000 * step_s, compile_s=compile_s)
 
 
@@ -150,14 +162,27 @@ def best(measurements: list[Measurement], mode: Mode) -> Measurement | None:
     return max(ok, key=lambda m: m.img_s) if ok else None
 
 
+def search(model: nn.Module, mode: Mode, device: torch.device, settings: list[Setting], compile: bool | str,
+           batch_size: int, input_size: tuple[int, int, int], warmup: int, iters: int, num_classes: int,
+           budget_s: float = 5.0) -> list[Measurement]:
+    """Every eager setting, then (where compilation is tried) the compiled version of the fastest one only:
+    compiling takes tens of seconds per setting, and only the best eager setting can become the best compiled one."""
+    kwargs = dict(input_size=input_size, device=device, warmup=warmup, iters=iters, num_classes=num_classes,
+                  budget_s=budget_s)
+    measurements = [measure_with_retry(model, mode, s, batch_size, **kwargs) for s in settings]
+    if tries_compile(device, compile):
+        top = best(measurements, mode)
+        base = Setting(top.layout, top.precision) if top else settings[0]
+        measurements.append(measure_with_retry(model, mode, replace(base, compiled=True), batch_size, **kwargs))
+    return measurements
+
+
 def benchmark(model: nn.Module, input_size: tuple[int, int, int], device: torch.device, settings: list[Setting],
-              batch_size: int, warmup: int, iters: int, num_classes: int,
+              batch_size: int, warmup: int, iters: int, num_classes: int, compile: bool | str = "auto",
               modes: tuple[Mode, ...] = ("infer", "train")) -> dict[str, Any]:
     """Every mode under every setting; the result as recorded in result.json's `throughput`."""
-    measurements = [
-        measure_with_retry(model, mode, s, batch_size, input_size=input_size, device=device, warmup=warmup,
-                           iters=iters, num_classes=num_classes)
-        for mode in modes for s in settings]
+    measurements = [m for mode in modes for m in search(model, mode, device, settings, compile, batch_size,
+                                                        input_size, warmup, iters, num_classes)]
     out: dict[str, Any] = {"measurements": [asdict(m) for m in measurements]}
     for mode in modes:
         top = best(measurements, mode)
@@ -198,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     batch, warmup, iters = (args.batch_size or defaults["batch_size"], args.warmup or defaults["warmup"],
                             args.iters or defaults["iters"])
     compile_choice = {"auto": "auto", "yes": True, "no": False}[args.compile]
-    settings = candidate_settings(device, args.precision, args.layout, compile_choice)
+    settings = candidate_settings(device, args.precision, args.layout)
     env = environment(device)
     print(f"{env['device_name']} ({env['device']}, torch {env['torch']}, {env['threads']} threads); "
           f"h={args.dim} d={args.depth} p={args.patch_size} k={args.kernel_size} block={args.block}, "
@@ -210,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         model = MixerNet(mixer=name, block=args.block, dim=args.dim, depth=args.depth, patch_size=args.patch_size,
                          kernel_size=args.kernel_size, img_size=args.img_size, num_classes=args.num_classes)
         result = benchmark(model, (3, args.img_size, args.img_size), device, settings, batch, warmup, iters,
-                           args.num_classes)
+                           args.num_classes, compile_choice)
         by_setting: dict[str, list[str]] = {}
         for m in result["measurements"]:
             label = f"{m['layout']}/{m['precision']}{'/compiled' if m['compiled'] else ''}"

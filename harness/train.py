@@ -108,7 +108,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
         setting, probe = Setting(**ckpt["setting"]), ckpt["probe"]
     else:
         setting, probe = choose_setting(model, cfg.system, device, cfg.recipe.batch_size, input_size,
-                                        geo.num_classes, steps_per_epoch * cfg.recipe.epochs)
+                                        geo.num_classes)
     fmt = memory_format(setting.layout)
     model = model.to(memory_format=fmt)
     loaders.train.layout = loaders.test.layout = fmt
@@ -185,7 +185,6 @@ def _benchmark(cfg: RunConfig, model: torch.nn.Module, input_size: tuple[int, in
         return None
     b, defaults = cfg.bench, bench_defaults(device)
     size = (input_size[0], b.img_size or input_size[1], b.img_size or input_size[2])
-    settings = candidate_settings(device, "auto", "auto", b.compile)
     model = model.to(memory_format=torch.contiguous_format)
-    return benchmark(model, size, device, settings, b.batch_size or defaults["batch_size"],
-                     b.warmup or defaults["warmup"], b.iters or defaults["iters"], num_classes)
+    return benchmark(model, size, device, candidate_settings(device), b.batch_size or defaults["batch_size"],
+                     b.warmup or defaults["warmup"], b.iters or defaults["iters"], num_classes, b.compile)

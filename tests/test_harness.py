@@ -241,3 +241,18 @@ def test_throughput_records_every_setting_and_reports_the_best():
         top = max((m for m in out["measurements"] if m["mode"] == mode), key=lambda m: m["img_s"])
         assert out[f"{mode}_img_s"] == top["img_s"] and out[f"{mode}_setting"]["layout"] == top["layout"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # measured on a copy
+
+
+def test_execution_probe_picks_the_fastest_measured_setting():
+    from harness.config import SystemConfig
+    from harness.execution import choose_setting
+    from mixers import MixerNet
+    model = MixerNet(dim=16, depth=1, img_size=8, in_chans=1)
+    cpu = torch.device("cpu")
+    setting, probes = choose_setting(model, SystemConfig(device="cpu"), cpu, 16, (1, 8, 8), 10)
+    assert [(p["layout"], p["compiled"]) for p in probes] == [("contiguous", False), ("channels_last", False)]
+    fastest = max(probes, key=lambda p: p["img_s"])
+    assert setting == Setting(fastest["layout"], fastest["precision"], False)
+    # a fixed choice is not measured
+    assert choose_setting(model, SystemConfig(device="cpu", layout="channels_last"), cpu, 16, (1, 8, 8), 10) == (
+        Setting("channels_last", "fp32", False), [])
