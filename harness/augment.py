@@ -131,7 +131,7 @@ class BatchAugment:
         if s.randaugment_n:
             shape = (n, s.randaugment_n)
             op = torch.floor(_uniform(generator, shape) * len(ra.OPS)).long()
-            applied = _uniform(generator, shape) < 1.0
+            applied = _uniform(generator, shape) < ra.APPLY_PROB
             m, mstd = s.randaugment_m, s.randaugment_mstd
             if mstd > 100:
                 level = _uniform(generator, shape, 0.0, m)
