@@ -159,8 +159,7 @@ class BatchAugment:
         """x: uint8 (B, C, H, W) on any device -> normalised float32 (B, C, S, S) on that device."""
         s, size, dev = self.spec, self.out_size, x.device
         b, c, h, w = x.shape
-        if c != len(s.mean):
-            raise ValueError(f"images have {c} channels but mean/std have {len(s.mean)}")
+        _check_uint8(x, len(s.mean))
         p = params
         box = p.crop_box
         if s.crop == "translate":  # exact, so done on uint8 (a quarter of the bytes)
@@ -190,11 +189,18 @@ class BatchAugment:
 def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], out_size: int | None = None) -> Tensor:
     """The eval path: uint8 (B, C, H, W) -> float32 (B, C, S, S), resized (bilinear, antialiased, rounded to the
     uint8 grid like torchvision's Resize on uint8) only when out_size differs from H x W, then normalised."""
+    _check_uint8(x, len(mean))
     img = x.float()
     if out_size is not None and (x.shape[2], x.shape[3]) != (out_size, out_size):
         img = F.interpolate(img, size=(out_size, out_size), mode="bilinear", align_corners=False, antialias=True)
         img = img.round_().clamp_(0.0, 255.0)
     return _normalise(img, mean, std)
+
+
+def _check_uint8(x: Tensor, channels: int) -> None:
+    # uint8 is also what makes x.float() a copy, which the in-place ops after it rely on.
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"expected uint8 (B, {channels}, H, W) images, got {x.dtype} {tuple(x.shape)}")
 
 
 def _to(t: Tensor, device: torch.device) -> Tensor:
@@ -439,6 +445,8 @@ def _erase(out: Tensor, erase: Tensor, box: Tensor, noise: Tensor) -> None:
 
 @dataclass(frozen=True)
 class MixSpec:
+    """timm Mixup's arguments for mode "batch" (with correct_lam); both alphas 0 = no mixing."""
+
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     prob: float = 1.0  # probability of mixing a batch
@@ -489,7 +497,7 @@ class BatchMix:
         return MixParams(lam, (y_lo, y_hi, x_lo, x_hi))
 
     def apply(self, x: Tensor, y: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
-        """x float (B, C, H, W), y int64 (B,) -> mixed x (a new tensor), soft targets float32 (B, num_classes)."""
+        """x float (B, C, H, W), y int64 (B,) -> mixed x (x itself when lam is 1), soft targets (B, num_classes)."""
         lam = params.lam
         if params.box is not None:
             y_lo, y_hi, x_lo, x_hi = params.box

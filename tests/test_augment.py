@@ -338,10 +338,18 @@ def test_randaugment_draws() -> None:
     assert abs(float(uniform.mean()) - 3.0) < 4.5 * math.sqrt(36 / 12 / uniform.numel())
 
 
-def test_generator_must_be_on_the_cpu() -> None:
+def test_bad_inputs_are_refused() -> None:
+    aug = BatchAugment(AugmentSpec(), SIZE)
     not_cpu = SimpleNamespace(device=torch.device("cuda"))  # a real one needs a GPU; only .device is read first
     with pytest.raises(ValueError, match="CPU"):
-        BatchAugment(AugmentSpec(), SIZE).sample(2, SIZE, SIZE, not_cpu, "cpu")  # type: ignore[arg-type]
+        aug.sample(2, SIZE, SIZE, not_cpu, "cpu")  # type: ignore[arg-type]
+    x = torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="uint8"):  # a float batch would be written to in place
+        aug(x.float(), torch.Generator())
+    with pytest.raises(ValueError, match="uint8"):  # three channels, one mean
+        normalize(x, (0.5,), (0.5,))
+    with pytest.raises(ValueError, match="crop"):
+        AugmentSpec(crop="center")  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
