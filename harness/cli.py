@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixer-train: {e}", file=sys.stderr)
         return 2
     m, t = result["metrics"], result["throughput"] or {}
-    print(f"{result['status']}: test top-1 {m['test_top1']:.2f}%, top-5 {m['test_top5']:.2f}% after {m['epochs']} "
-          f"epochs; {result['model']['params'] / 1e6:.3f}M params; inference {t.get('infer_img_s') or 0:,.0f} img/s, "
-          f"training {t.get('train_img_s') or 0:,.0f} img/s; {time.perf_counter() - t0:.1f} s in all")
+    accuracy = (f"test top-1 {m['test_top1']:.2f}%, top-5 {m['test_top5']:.2f}% after {m['epochs']} epochs; "
+                if m["epochs"] else "")
+    print(f"{result['status']}: {accuracy}{result['model']['params'] / 1e6:.3f}M params; inference "
+          f"{t.get('infer_img_s') or 0:,.0f} img/s, training {t.get('train_img_s') or 0:,.0f} img/s; "
+          f"{time.perf_counter() - t0:.1f} s in all")
     return 0 if result["status"] == "done" else 3
 
 

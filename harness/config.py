@@ -113,6 +113,7 @@ class SystemConfig:
 class BenchConfig:
     """The throughput benchmark every run ends with (like timm's benchmark.py)."""
     enabled: bool = True
+    only: bool = False              # no training: only the model's size and throughput (a throughput study)
     batch_size: int | None = None   # None: 256 on a GPU, 32 on a CPU
     warmup: int | None = None       # None: 10 on a GPU, 2 on a CPU
     iters: int | None = None        # None: 40 on a GPU, 5 on a CPU

@@ -77,10 +77,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Any 
         result = _train(cfg, run, device, t0, progress, log)
     except Exception as e:
         reason = "".join(traceback.format_exception(e))
-        result = {"run_id": cfg.run_id, "status": "failed", "reason": reason, "diverged_epoch": None,
-                  "config": cfg.to_dict(), "env": environment(device), "code": code_version(),
-                  "timing": {"wall_s": time.perf_counter() - t0}, "finished_at": now()}
-        atomic_write_json(run.result, result)
+        atomic_write_json(run.result, _record(cfg, device, t0, status="failed", reason=reason))
         run.update_state(status="failed", error=reason, event="failed")
         raise
     atomic_write_json(run.result, result)
@@ -93,6 +90,8 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
     seed_everything(cfg.seed, cfg.system.deterministic)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if cfg.bench.only:
+        return _benchmark_only(cfg, device, t0, log)
     loaders = build_loaders(cfg.data, cfg.recipe, device, cfg.seed)
     geo = loaders.geometry
     input_size = (geo.channels, geo.image_size, geo.image_size)
@@ -144,7 +143,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
         stats.update(evaluate(model, loaders.test, setting, device, progress))
         epoch_s = time.perf_counter() - te
         train_s += epoch_s
-        record = {"epoch": epoch, **stats, "epoch_s": epoch_s,
+        record = {"epoch": epoch, **stats, "epoch_s": epoch_s, "train_s": train_time,
                   "train_img_s": loaders.train.num_samples / train_time}
         history.append(record)
         if nonfinite:
@@ -165,18 +164,38 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
 
     throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
     last = history[-1]
-    return {
-        "run_id": cfg.run_id, "status": status,
-        "reason": f"training loss became NaN or infinite at epoch {diverged_epoch}" if status == "diverged" else None,
-        "diverged_epoch": diverged_epoch, "config": cfg.to_dict(),
-        "metrics": {**{k: last[k] for k in ("test_top1", "test_top5", "test_loss", "train_loss", "train_top1")},
-                    "best_test_top1": max(h["test_top1"] for h in history), "epochs": len(history)},
-        "model": {**summary, "input_size": list(input_size)},
-        "throughput": throughput,
-        "execution": {**asdict(setting), "loader": loaders.kind, "probe": probe},
-        "timing": {"wall_s": time.perf_counter() - t0, "train_s": train_s, "epoch_s": [h["epoch_s"] for h in history]},
-        "memory": _peak_memory(device), "env": environment(device), "code": code_version(), "finished_at": now(),
-    }
+    return _record(
+        cfg, device, t0, status=status, diverged_epoch=diverged_epoch,
+        reason=f"training loss became NaN or infinite at epoch {diverged_epoch}" if status == "diverged" else None,
+        metrics={**{k: last[k] for k in ("test_top1", "test_top5", "test_loss", "train_loss", "train_top1")},
+                 "best_test_top1": max(h["test_top1"] for h in history), "epochs": len(history)},
+        model={**summary, "input_size": list(input_size)}, throughput=throughput,
+        execution={**asdict(setting), "loader": loaders.kind, "probe": probe},
+        timing={"train_s": train_s, "epoch_s": [h["epoch_s"] for h in history]})
+
+
+def _record(cfg: RunConfig, device: torch.device, t0: float, **parts: Any) -> dict[str, Any]:
+    """result.json: the parts of this run plus what every record holds."""
+    record = {"run_id": cfg.run_id, "status": "done", "reason": None, "diverged_epoch": None,
+              "config": cfg.to_dict(), **parts}
+    record["timing"] = {"wall_s": time.perf_counter() - t0, **parts.get("timing", {})}
+    return {**record, "memory": _peak_memory(device), "env": environment(device), "code": code_version(),
+            "finished_at": now()}
+
+
+def _benchmark_only(cfg: RunConfig, device: torch.device, t0: float, log: Any) -> dict[str, Any]:
+    """A throughput-study cell: the model's size and speed, no training (so no accuracy)."""
+    from .validate import check_data
+    geo = check_data(cfg)
+    input_size = (geo.channels, geo.image_size, geo.image_size)
+    model = build_model(cfg, geo.channels, geo.num_classes, geo.image_size).to(device)
+    summary = summarize(model, input_size)
+    log(f"run {cfg.run_id}: benchmark only, {cfg.model.mixer}/{cfg.model.block} h={cfg.model.dim} "
+        f"d={cfg.model.depth} p={cfg.model.patch_size} k={cfg.model.kernel_size} at {geo.image_size}px on {device}")
+    throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
+    log(f"inference {throughput['infer_img_s'] or 0:,.0f} img/s, training {throughput['train_img_s'] or 0:,.0f} img/s")
+    return _record(cfg, device, t0, metrics={"epochs": 0}, model={**summary, "input_size": list(input_size)},
+                   throughput=throughput, execution=None)
 
 
 def _benchmark(cfg: RunConfig, model: torch.nn.Module, input_size: tuple[int, int, int], num_classes: int,

@@ -256,3 +256,11 @@ def test_execution_probe_picks_the_fastest_measured_setting():
     # a fixed choice is not measured
     assert choose_setting(model, SystemConfig(device="cpu", layout="channels_last"), cpu, 16, (1, 8, 8), 10) == (
         Setting("channels_last", "fp32", False), [])
+
+
+def test_benchmark_only_run_has_size_and_speed_but_no_training(tmp_path):
+    cfg = fast(**{"bench.only": True, "data.dataset": "synthetic", "data.options": {"image_size": 16}})
+    result = train(cfg, tmp_path / "run")
+    assert result["status"] == "done" and result["metrics"] == {"epochs": 0}
+    assert result["model"]["input_size"] == [3, 16, 16] and result["throughput"]["train_img_s"] > 0
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and RunDir(tmp_path / "run").read_metrics() == []

@@ -137,3 +137,10 @@ def test_debug_executor_runs_in_process(tmp_path):
     path = write_study(tmp_path, run={"executor": "debug"})
     assert main([str(path)]) == 0
     assert {s["status"] for s in statuses(tmp_path / "results", "tiny").values()} == {"done"}
+
+
+@pytest.mark.parametrize("study,cells", [("quickstart", 16), ("mixer_vs_patch", 60), ("kernel_size", 30),
+                                         ("throughput", 21)])
+def test_shipped_studies_expand(study, cells):
+    spec = load_spec(ROOT / "studies" / f"{study}.yaml")
+    assert spec.name == study and len(expand(spec)) == cells
