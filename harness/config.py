@@ -6,6 +6,7 @@ A run config has five sections (model, data, recipe, system, bench) and a seed. 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         return run_id(self.to_dict())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -96,14 +97,21 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A dataclass's field types, in field order (resolving annotations is slow: once per class)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
 def parse(cls: type[T], data: Any, path: str) -> T:
     """Build dataclass `cls` from a mapping; every key and value is checked, and `__post_init__` may check more."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = _type_hints(cls)
+    names = list(hints)
     values = {}
     for key, value in data.items():
         if key not in names:
@@ -118,7 +126,7 @@ def parse(cls: type[T], data: Any, path: str) -> T:
 def to_dict(obj: Any) -> Any:
     """A dataclass as plain JSON-able data (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {name: to_dict(getattr(obj, name)) for name in _type_hints(type(obj))}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

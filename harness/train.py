@@ -81,7 +81,8 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Any 
         run.update_state(status="failed", error=reason, event="failed")
         raise
     atomic_write_json(run.result, result)
-    run.update_state(status=result["status"], error=result["reason"], event=result["status"])
+    run.update_state(status=result["status"], error=result["reason"], event=result["status"],
+                     test_top1=result["metrics"].get("test_top1"))  # for status views that read only state.json
     return result
 
 

@@ -61,11 +61,9 @@ def read_status(spec: StudySpec, cells: list[Cell]) -> list[CellStatus]:
         if state is None:
             out.append(CellStatus(cell, "new"))
             continue
-        result = _read(run.result) if state.get("status") in ("done", "diverged", "failed") else None
-        top1 = (result or {}).get("metrics", {}).get("test_top1") if result else None
         out.append(CellStatus(cell, state.get("status", "new"), state.get("attempts", 0),
-                              tuple(state.get("job_ids", ())), state.get("last_epoch"), state.get("error"), top1,
-                              state.get("owner")))
+                              tuple(state.get("job_ids", ())), state.get("last_epoch"), state.get("error"),
+                              state.get("test_top1"), state.get("owner")))
     return out
 
 
