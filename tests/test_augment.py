@@ -305,9 +305,11 @@ def test_random_resized_crop_boxes_follow_torchvision() -> None:
     top, left, h, w = box.unbind(1)
     assert bool((top >= 0).all() and (left >= 0).all() and (top + h <= 48).all() and (left + w <= 64).all())
     assert float((h * w / (48 * 64)).min()) > 0.07 and float((w / h).min()) > 0.7 and float((w / h).max()) < 1.43
-    # scale (1, 1) on a 32 x 64 image: no try fits, so the fallback centre crop cut to the largest ratio, 4/3
-    full = BatchAugment(AugmentSpec(scale=(1.0, 1.0)), SIZE).sample(8, 32, 64, torch.Generator(), "cpu").crop_box
-    assert full.tolist() == [[0, 10, 32, 43]] * 8
+    # scale (1, 1) on a 32 x 64 image: no try fits, so the fallback centre crop cut to the largest ratio, 4/3;
+    # on a 64 x 32 image, to the smallest, 3/4
+    full = BatchAugment(AugmentSpec(scale=(1.0, 1.0)), SIZE)
+    assert full.sample(8, 32, 64, torch.Generator(), "cpu").crop_box.tolist() == [[0, 10, 32, 43]] * 8
+    assert full.sample(8, 64, 32, torch.Generator(), "cpu").crop_box.tolist() == [[10, 0, 43, 32]] * 8
 
 
 def test_randaugment_draws() -> None:
