@@ -23,6 +23,34 @@ MODELS = {  # name -> (kernel size, patch size, epochs)
 }
 
 
+def check_augment_on_device(data: str, device: str) -> None:
+    """The device path's augmented batch equals the CPU one for the same seed, and how fast it is there."""
+    import torch
+
+    from harness.augment import BatchAugment
+    from harness.config import RECIPES, RecipeConfig
+    from harness.data import augment_spec
+    from harness.datasets import create_dataset
+    images, _ = create_dataset("packed", data).load("train")
+    x = torch.from_numpy(images[:512])
+    augment = BatchAugment(augment_spec(RecipeConfig(**RECIPES["convmixer_cifar10"]), (0.5,) * 3, (0.25,) * 3), 32)
+    cpu = augment(x, torch.Generator().manual_seed(0))
+    gpu = augment(x.to(device), torch.Generator().manual_seed(0))
+    diff = (gpu.cpu() - cpu).abs()
+    print(f"augment: CPU vs {device} on 512 CIFAR-10 images, same seed: max |diff| {diff.max():.2e}, "
+          f"pixels differing by > 1/255 of the range: {(diff > 4 / 255).float().mean():.2%}", flush=True)
+    xd, generator = x.to(device), torch.Generator().manual_seed(1)
+    for _ in range(3):
+        augment(xd, generator)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(20):
+        augment(xd, generator)
+    torch.cuda.synchronize()
+    print(f"augment on {device}: {20 * 512 / (time.perf_counter() - t0):,.0f} img/s (batches of 512, "
+          f"the convmixer-cifar10 recipe)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the packed CIFAR-10 .npz (all 60,000 images)")
@@ -34,6 +62,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--depth", type=int, default=8)
     args = parser.parse_args()
+    if args.device.startswith("cuda"):
+        check_augment_on_device(args.data, args.device)
     rows = []
     for name, (k, p, epochs) in MODELS.items():
         epochs = args.epochs or (args.k9_epochs if k == 9 else epochs)
