@@ -59,6 +59,7 @@ def main() -> None:
     # for a quick check of this script on a CPU: --device cpu --epochs 1 --dim 32 --depth 2
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=int, default=None, help="override every model's epochs")
+    parser.add_argument("--only", choices=["k5", "k9"], default=None, help="run one of the two models")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--depth", type=int, default=8)
     args = parser.parse_args()
@@ -66,6 +67,8 @@ def main() -> None:
         check_augment_on_device(args.data, args.device)
     rows = []
     for name, (k, p, epochs) in MODELS.items():
+        if args.only and f"k{k}" != args.only:
+            continue
         epochs = args.epochs or (args.k9_epochs if k == 9 else epochs)
         cfg = resolve({"model": {"mixer": "dwconv", "block": "convmixer", "dim": args.dim, "depth": args.depth,
                                  "kernel_size": k,
