@@ -7,7 +7,8 @@ so every built mixer honours the (B, C, H, W) contract and the layout is convert
 
 Hyper-parameters that depend on the model rather than the mixer are filled in by the builder when the mixer's
 signature names them: `kernel_size` (the model's k) and `grid_size` (the token grid, image size // patch size).
-A mixer tied to one token grid sets `fixed_grid = True` and raises `TokenGridError` on any other.
+A token-layout mixer tied to one token grid sets `fixed_grid = True` and `grid_size`; `ToTokens` then raises
+`TokenGridError` on any other grid.
 """
 from __future__ import annotations
 
@@ -41,14 +42,20 @@ class TokenGridError(ValueError):
 
 
 class ToTokens(nn.Module):
-    """Runs a token-layout mixer inside the (B, C, H, W) contract."""
+    """Runs a token-layout mixer inside the (B, C, H, W) contract; a `fixed_grid` mixer gets only its own grid."""
 
-    def __init__(self, mixer: nn.Module):
+    def __init__(self, mixer: nn.Module, name: str):
         super().__init__()
         self.mixer = mixer
+        self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
+        if getattr(self.mixer, "fixed_grid", False) and (H, W) != self.mixer.grid_size:
+            h, w = self.mixer.grid_size
+            raise TokenGridError(
+                f"mixer {self.name!r} was built for a {h}x{w} token grid but got {H}x{W}; its weights are sized by "
+                f"the token count, so build the model for this image size (img_size // patch_size must match)")
         t = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, C)
         t = self.mixer(t, (H, W))
         return t.transpose(1, 2).reshape(B, C, H, W)  # (B, N, C) -> (B, C, H, W)
@@ -83,4 +90,4 @@ def create_mixer(name: str, dim: int, **kwargs: Any) -> nn.Module:
     cls = MIXERS.get(name)
     check_kwargs(cls, kwargs, f"mixer {name!r}")
     mixer = cls(dim, **kwargs)
-    return ToTokens(mixer) if getattr(cls, "layout", "NCHW") == "NLC" else mixer
+    return ToTokens(mixer, name) if getattr(cls, "layout", "NCHW") == "NLC" else mixer
