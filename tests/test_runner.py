@@ -144,3 +144,41 @@ def test_debug_executor_runs_in_process(tmp_path):
 def test_shipped_studies_expand(study, cells):
     spec = load_spec(ROOT / "studies" / f"{study}.yaml")
     assert spec.name == study and len(expand(spec)) == cells
+
+
+def test_a_real_study_s_tables_match_its_run_files(tmp_path):
+    """A real study (trained here), then its aggregate tables checked against the run files it left."""
+    import statistics
+
+    import pandas as pd
+
+    from runner.cli import main
+    path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity", "pool"]}, seeds=[0, 1],
+                       run={"executor": "debug"})
+    assert main([str(path)]) == 0
+    study = tmp_path / "results" / "tiny"
+    results = [json.loads(p.read_text()) for p in (study / "runs").glob("*/result.json")]
+    assert len(results) == 6
+    cells = pd.read_csv(study / "tables" / "cells.csv")
+    by_mixer: dict[str, list[dict]] = {}
+    for r in results:
+        by_mixer.setdefault(r["config"]["model"]["mixer"], []).append(r)
+    for mixer, runs in by_mixer.items():
+        row = cells[cells["model.mixer"] == mixer].iloc[0]
+        top1 = [r["metrics"]["test_top1"] for r in runs]
+        assert row["test_top1_n"] == 2 and row["n_done"] == 2
+        assert row["test_top1_mean"] == pytest.approx(statistics.mean(top1))
+        assert row["test_top1_std"] == pytest.approx(statistics.stdev(top1))
+        assert row["params_mean"] == runs[0]["model"]["params"]
+        assert row["infer_img_s_mean"] == pytest.approx(statistics.mean(r["throughput"]["infer_img_s"] for r in runs))
+    # the Pareto set over (inference img/s, top-1), computed here from the run files
+    points = {m: (statistics.mean(r["throughput"]["infer_img_s"] for r in runs),
+                  statistics.mean(r["metrics"]["test_top1"] for r in runs)) for m, runs in by_mixer.items()}
+    front = {m for m, (x, y) in points.items()
+             if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points.values())}
+    assert set(cells[cells["pareto"]]["model.mixer"]) == front
+    table = (study / "tables" / "test_top1.md").read_text()
+    for mixer, runs in by_mixer.items():
+        assert f"{statistics.mean(r['metrics']['test_top1'] for r in runs):.2f}" in table
+    summary = pd.read_csv(study / "summary.csv")
+    assert len(summary) == 6 and list(summary.columns[:2]) == ["model.mixer", "seed"]
