@@ -165,9 +165,11 @@ def run_slurm(spec: StudySpec, cells: list[Cell]) -> None:
             jobs = [executor.submit(CellJob(run_dir(spec, c).path.resolve())) for c in chunk]
         for cell, job in zip(chunk, jobs):
             run_dir(spec, cell).update_state(job_id=job.job_id)
-        array = jobs[0].job_id.split("_")[0]
-        print(f"submitted {len(chunk)} cells as SLURM array {array} "
-              f"(at most {min(spec.run.array_parallelism, len(chunk))} at once)", flush=True)
+        if len(chunk) == 1:  # submitit sends a batch of one as a plain job
+            print(f"submitted 1 cell as SLURM job {jobs[0].job_id}", flush=True)
+        else:
+            print(f"submitted {len(chunk)} cells as SLURM array {jobs[0].job_id.split('_')[0]} "
+                  f"(at most {min(spec.run.array_parallelism, len(chunk))} at once)", flush=True)
 
 
 def slurm_partitions() -> list[str] | None:

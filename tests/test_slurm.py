@@ -66,13 +66,14 @@ def test_array_study_lands_every_result(tmp_path):
                        grid={"model.mixer": ["dwconv", "identity"], "model.patch_size": [1, 2]})
     p = run_study(str(path), "--wait")
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "submitted 3 cells as SLURM array" in p.stdout and "submitted 1 cells as SLURM array" in p.stdout
+    assert "submitted 3 cells as SLURM array" in p.stdout and "submitted 1 cell as SLURM job" in p.stdout
     found = states(tmp_path, "array")
     assert len(found) == 4 and {s["status"] for s in found.values()} == {"done"}
     job_ids = [s["job_ids"][-1] for s in found.values()]
     arrays: dict[str, list[int]] = {}
-    for j in job_ids:
-        arrays.setdefault(j.split("_")[0], []).append(int(j.split("_")[1]))
+    for j in job_ids:  # "<array>_<task>"; a chunk of one cell is a plain job, "<id>"
+        array, _, task = j.partition("_")
+        arrays.setdefault(array, []).append(int(task or 0))
     assert sorted(sorted(tasks) for tasks in arrays.values()) == [[0], [0, 1, 2]]
     snapshot = tmp_path / "results" / "array" / ".snapshot"
     for run_id in found:
