@@ -55,7 +55,8 @@ def _parquet(frame: pd.DataFrame, path: Path) -> Path | None:
     if importlib.util.find_spec("pyarrow") is None:
         return None
     frame = frame.copy()
-    for column in frame.columns[frame.dtypes == object]:  # Parquet needs one type per column: mixed ones as text
+    # Parquet needs one type per column: mixed ones as text
+    for column in frame.columns[frame.dtypes.map(lambda d: d.kind == "O")]:
         if frame[column].dropna().map(type).nunique() > 1:
             frame[column] = frame[column].map(lambda v: None if v is None else str(v))
     buffer = io.BytesIO()

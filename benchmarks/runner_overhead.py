@@ -10,7 +10,6 @@ reuse it), `run-study --status` and the aggregation `python -m analysis <study> 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

@@ -128,7 +128,10 @@ def _read_idx(path: Path) -> Any:
 
 @DATASETS.register("fashion_mnist")
 class FashionMNIST(Dataset):
-    """Fashion-MNIST, 60,000 + 10,000 28x28 images, from its idx files (Debian: `apt-get install dataset-fashion-mnist`)."""
+    """Fashion-MNIST, 60,000 + 10,000 28x28 images, from its idx files.
+
+    Debian ships them: `apt-get install dataset-fashion-mnist` puts them in the default root.
+    """
 
     channels, image_size, num_classes = 1, 28, 10
     default_root = "/usr/share/datasets/fashion-mnist"

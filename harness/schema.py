@@ -159,7 +159,7 @@ def get_dotted(data: Any, key: str) -> Any:
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
-    """["recipe.epochs=3", "model.mixer=pool"] -> {"recipe.epochs": 3, "model.mixer": "pool"} (values parsed as YAML)."""
+    """["recipe.epochs=3", "model.mixer=pool"] -> {"recipe.epochs": 3, "model.mixer": "pool"}; values are YAML."""
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")

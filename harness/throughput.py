@@ -3,8 +3,8 @@ steps closed by a device synchronisation; inference under `inference_mode`, trai
 
 Each measurement records its conditions (mode, layout, precision, compiled, batch, resolution, device). A model is
 measured under every memory layout and, where available, bf16, then compiled in its best eager setting, and the best
-is reported, so a mixer is never called slow because of a layout it did not have to use (a k=9 depthwise convolution runs up to 8x slower in
-channels_last bf16 on an H100/H200).
+is reported, so a mixer is never called slow because of a layout it did not have to use (a k=9 depthwise convolution
+runs up to 8x slower in channels_last bf16 on an H100/H200).
 
     mixer-bench                     # every mixer at h=256, d=8, p=2, k=5 on 32x32 inputs, on this machine
 """
@@ -67,7 +67,7 @@ def candidate_settings(device: torch.device, precision: str = "auto", layout: st
     as fp32 on a GPU that supports it (on a CPU, bf16 autocast rarely pays off)."""
     layouts = ["contiguous", "channels_last"] if layout == "auto" else [layout]
     precisions = (["fp32", "bf16"] if bf16_supported(device) else ["fp32"]) if precision == "auto" else [precision]
-    return [Setting(l, p) for l in layouts for p in precisions]
+    return [Setting(layout, precision) for layout in layouts for precision in precisions]
 
 
 def tries_compile(device: torch.device, compile: bool | str) -> bool:
@@ -194,7 +194,9 @@ def benchmark(model: nn.Module, input_size: tuple[int, int, int], device: torch.
 
 def bench_defaults(device: torch.device) -> dict[str, int]:
     """timm's defaults on a GPU; on a CPU small enough that a per-run benchmark takes seconds."""
-    return dict(batch_size=256, warmup=10, iters=40) if device.type == "cuda" else dict(batch_size=32, warmup=2, iters=5)
+    if device.type == "cuda":
+        return dict(batch_size=256, warmup=10, iters=40)
+    return dict(batch_size=32, warmup=2, iters=5)
 
 
 def main(argv: list[str] | None = None) -> None:

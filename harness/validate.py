@@ -1,8 +1,8 @@
 """Checks of a run config that need the registries: everything that can fail is tried before any training starts.
 
-`check_data` needs no torch; `check_model` builds the model on the meta device (no memory, no time), so a bad mixer hyper-parameter, an attention width that
-the heads do not divide or a patch larger than the image is reported here, with the key path, and not an hour into a
-cluster job.
+`check_data` needs no torch; `check_model` builds the model on the meta device (no memory, no time), so a bad mixer
+hyper-parameter, an attention width that the heads do not divide or a patch larger than the image is reported here,
+with the key path, and not an hour into a cluster job.
 """
 from __future__ import annotations
 

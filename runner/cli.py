@@ -13,7 +13,6 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from harness.records import atomic_write_bytes, code_version
 from harness.schema import ConfigError

@@ -38,12 +38,14 @@ def fast(**overrides) -> RunConfig:
     ({"modle": {}}, r"config.modle: unknown key \(did you mean 'model'\?\); valid: model, data"),
     ({"model": {"dim": "wide"}}, r"config.model.dim: expected int, got 'wide'"),
     ({"model": {"depth": 0}}, r"config.model.depth: must be >= 1, got 0"),
-    ({"recipe": "convmixer_cifar"}, r"config.recipe.name: unknown recipe 'convmixer_cifar' \(did you mean 'convmixer_cifar10'\?\)"),
+    ({"recipe": "convmixer_cifar"},
+     r"config.recipe.name: unknown recipe 'convmixer_cifar' \(did you mean 'convmixer_cifar10'\?\)"),
     ({"recipe": {"epoch": 3}}, r"config.recipe.epoch: unknown key \(did you mean 'epochs'\?\)"),
     ({"recipe": {"scale": [0.5]}}, r"config.recipe.scale: expected 2 values"),
     ({"recipe": {"hflip": 2}}, r"config.recipe.hflip: must be a probability"),
     ({"system": {"precision": "bf61"}}, r"config.system.precision: 'bf61' is not valid \(did you mean 'bf16'\?\)"),
-    ({"system": {"compile": "atuo"}}, r"config.system.compile: expected bool or 'auto', got 'atuo' \(did you mean 'auto'\?\)"),
+    ({"system": {"compile": "atuo"}},
+     r"config.system.compile: expected bool or 'auto', got 'atuo' \(did you mean 'auto'\?\)"),
     ({"seed": 1.5}, r"config.seed: expected int, got 1.5"),
 ])
 def test_bad_config_names_the_field(raw, message):
@@ -119,7 +121,8 @@ def test_digits_split_is_fixed_and_disjoint():
 
 
 def test_unknown_dataset_option_is_named():
-    with pytest.raises(DatasetError, match=r"dataset 'synthetic' has no option 'image_szie' \(did you mean 'image_size'\?\)"):
+    with pytest.raises(
+            DatasetError, match=r"dataset 'synthetic' has no option 'image_szie' \(did you mean 'image_size'\?\)"):
         create_dataset("synthetic", image_szie=8)
 
 
@@ -213,7 +216,8 @@ def test_resume_after_a_real_kill_is_exact(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["data.dataset=cifar"], "config.data.dataset: unknown dataset 'cifar' (did you mean 'cifar10'?)"),
     (["data.dataset=packed", "data.root=/nonexistent.npz"], "'/nonexistent.npz' is not a file"),
-    (["data.dataset=fashion_mnist", "data.root=/nonexistent"], "fashion_mnist: train-images-idx3-ubyte(.gz) not found in /nonexistent"),
+    (["data.dataset=fashion_mnist", "data.root=/nonexistent"],
+     "fashion_mnist: train-images-idx3-ubyte(.gz) not found in /nonexistent"),
     (["model.patch_size=16"], "config.model.patch_size: 16 is larger than the images (8x8 for digits)"),
     (["recipe.epoch=3"], "config.recipe.epoch: unknown key (did you mean 'epochs'?)"),
     (["model.mixer=attention", "model.mixer_kwargs.num_heads=3"], "dim 256 is not divisible by num_heads 3"),

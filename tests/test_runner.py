@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY_BASE, run_study, write_study
-from runner.spec import StudyError, expand, load_spec
+from runner.spec import expand, load_spec
 
 
 def statuses(results: Path, study: str) -> dict[str, dict]:
@@ -37,10 +37,13 @@ def test_grid_zip_include_exclude_and_seeds(tmp_path):
 
 
 BAD_STUDIES = [
-    ({"grid": {"model.mixr": ["dwconv"]}}, "cell [model.mixr=dwconv, seed=0].model.mixr: unknown key (did you mean 'mixer'?)"),
-    ({"grid": {"modle.mixer": ["dwconv"]}}, "grid: 'modle.mixer' does not name a run-config key (did you mean 'model'?)"),
+    ({"grid": {"model.mixr": ["dwconv"]}},
+     "cell [model.mixr=dwconv, seed=0].model.mixr: unknown key (did you mean 'mixer'?)"),
+    ({"grid": {"modle.mixer": ["dwconv"]}},
+     "grid: 'modle.mixer' does not name a run-config key (did you mean 'model'?)"),
     ({"grid": {"model.mixer": ["dwconv", "convolution"]}}, "model.mixer: unknown mixer 'convolution'"),
-    ({"grid": {"data.dataset": ["digits", "cifar"]}}, "data.dataset: unknown dataset 'cifar' (did you mean 'cifar10'?)"),
+    ({"grid": {"data.dataset": ["digits", "cifar"]}},
+     "data.dataset: unknown dataset 'cifar' (did you mean 'cifar10'?)"),
     ({"grid": {"model.patch_size": [2, 16]}}, "model.patch_size: 16 is larger than the images (8x8 for digits)"),
     ({"grid": {"model.mixer": []}}, "grid.model.mixer: an axis needs at least one value"),
     ({"grid": {}}, "grid: the study has no axes"),
@@ -51,7 +54,8 @@ BAD_STUDIES = [
     ({"run": {"executor": "kubernetes"}}, "run.executor: 'kubernetes' is not valid"),
     ({"run": {"partion": "gpu"}}, "run.partion: unknown key (did you mean 'partition'?)"),
     ({"run": {"profile": "slurm/profiles/nowhere.yaml"}}, "run.profile: no profile file 'slurm/profiles/nowhere.yaml'"),
-    ({"grid": {"model.mixer_kwargs": [{"num_head": 2}]}, "base": {**TINY_BASE, "model": {**TINY_BASE["model"], "mixer": "attention"}}},
+    ({"grid": {"model.mixer_kwargs": [{"num_head": 2}]},
+      "base": {**TINY_BASE, "model": {**TINY_BASE["model"], "mixer": "attention"}}},
      "mixer 'attention' has no hyper-parameter 'num_head' (did you mean 'num_heads'?)"),
     ({"seed": [0, 1]}, "seed: unknown key (did you mean 'seeds'?)"),
 ]
@@ -178,7 +182,7 @@ def test_a_real_study_s_tables_match_its_run_files(tmp_path):
              if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points.values())}
     assert set(cells[cells["pareto"]]["model.mixer"]) == front
     table = (study / "tables" / "test_top1.md").read_text()
-    for mixer, runs in by_mixer.items():
+    for runs in by_mixer.values():
         assert f"{statistics.mean(r['metrics']['test_top1'] for r in runs):.2f}" in table
     summary = pd.read_csv(study / "summary.csv")
     assert len(summary) == 6 and list(summary.columns[:2]) == ["model.mixer", "seed"]

@@ -93,8 +93,8 @@ def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_pat
                "the first checkpoint", runner)
     run = next((tmp_path / "results" / "preempt" / "runs").glob("*/checkpoint.pt")).parent
     wait_until(lambda: checkpoint_epoch(run) >= 2, 300, "the checkpoint after epoch 2", runner)
-    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=100M", "-o", "/dev/null", "--wrap", "true"],
-                            capture_output=True, text=True, check=True)
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=100M", "-o", "/dev/null",
+                             "--wrap", "true"], capture_output=True, text=True, check=True)
     out = runner.communicate(timeout=600)[0]
     assert runner.returncode == 0, out
     state = json.loads((run / "state.json").read_text())
