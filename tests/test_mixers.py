@@ -91,8 +91,8 @@ def test_unknown_names_list_the_known_ones():
     with pytest.raises(
             UnknownNameError, match=r"unknown mixer 'dwconvv' \(did you mean 'dwconv'\?\); known: .*attention"):
         MixerNet(mixer="dwconvv")
-    known_blocks = r"known: convmixer, metaformer"
-    with pytest.raises(UnknownNameError, match=r"unknown block 'metafromer' \(did you mean 'metaformer'\?\); " + known_blocks):
+    message = r"unknown block 'metafromer' \(did you mean 'metaformer'\?\); known: convmixer, metaformer"
+    with pytest.raises(UnknownNameError, match=message):
         MixerNet(block="metafromer")
     with pytest.raises(UnknownNameError, match="unknown activation 'gleu'.*known: gelu, relu, silu"):
         MixerNet(act="gleu")
