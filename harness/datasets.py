@@ -73,7 +73,7 @@ class Dataset:
 
     def load(self, split: Split) -> tuple[Any, Any]:
         """(images uint8 (N, C, H, W), labels int64 (N,)) as numpy arrays."""
-        raise NotImplementedError(f"{type(self).__name__} is read through a DataLoader, not loaded into memory")
+        raise TypeError(f"{type(self).__name__} is read through a DataLoader, not loaded into memory")
 
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")

@@ -73,7 +73,8 @@ def run_local(spec: StudySpec, cells: list[Cell]) -> None:
     from tqdm import tqdm
     gpus = gpu_count()
     parallel = spec.run.parallel or max(gpus, 1)
-    threads = 0 if gpus else max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else 0
+    # CPU cells side by side share the cores (each torch would otherwise start a thread per core); 0: torch's default
+    threads = max(1, (os.cpu_count() or 1) // parallel) if not gpus and parallel > 1 else 0
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or OpenMP state
     slots = ctx.Queue()
     for i in range(parallel):

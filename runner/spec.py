@@ -210,6 +210,11 @@ def _matches(params: dict[str, Any], rule: dict[str, Any]) -> bool:
     return all((params.get(k) in v) if isinstance(v, list) else params.get(k) == v for k, v in rule.items())
 
 
+def cell_label(where: str, params: dict[str, Any]) -> str:
+    """How errors name a cell: `study.yaml cell [model.mixer=pool, seed=0]`."""
+    return f"{where} cell [{', '.join(f'{k}={v}' for k, v in params.items())}]"
+
+
 def expand(spec: StudySpec, where: str = "study") -> list[Cell]:
     """Every cell of the study, each with its resolved and validated run config, in a stable order."""
     resolve(spec.base, path=f"{where}.base")  # a mistake in the base is reported once, by its own key path
@@ -228,12 +233,11 @@ def expand(spec: StudySpec, where: str = "study") -> list[Cell]:
     for point in points:
         for seed in spec.seeds:
             params = {**point, "seed": seed}
-            label = ", ".join(f"{k}={v}" for k, v in params.items())
-            config = resolve(spec.base, params, path=f"{where} cell [{label}]")
+            config = resolve(spec.base, params, path=cell_label(where, params))
             cell = Cell(params, config)
             if cell.run_id in seen:
-                raise StudyError(f"{where}: cells [{label}] and [{seen[cell.run_id]}] resolve to the same run config")
-            seen[cell.run_id] = label
+                raise StudyError(f"{cell_label(where, params)} and{seen[cell.run_id]} resolve to the same run config")
+            seen[cell.run_id] = cell_label("", params)
             cells.append(cell)
     return cells
 

@@ -140,7 +140,6 @@ def study_lock(spec: StudySpec) -> Iterator[None]:
     with open(folder / ".submit.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            lock.seek(0)
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -14,7 +14,7 @@ from harness.datasets import Geometry, cache_dir
 from harness.records import PACKAGE_ROOT, atomic_write_json
 from harness.validate import check_data
 
-from .spec import Cell, StudyError, StudySpec
+from .spec import Cell, StudyError, StudySpec, cell_label
 
 
 def _source_fingerprint(imports: list[str]) -> str:
@@ -45,18 +45,17 @@ def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
     geometries: dict[str, Geometry] = {}
     models: dict[str, tuple[Cell, Geometry]] = {}
     for cell in cells:
-        label = f"{where} cell [{', '.join(f'{k}={v}' for k, v in cell.params.items())}]"
-        data_key = json.dumps(cell.config.to_dict()["data"], sort_keys=True)
+        config = cell.config.to_dict()
+        data_key = json.dumps(config["data"], sort_keys=True)
         if data_key not in geometries:
-            geometries[data_key] = check_data(cell.config, label)
+            geometries[data_key] = check_data(cell.config, cell_label(where, cell.params))
         geometry = geometries[data_key]
-        model_key = json.dumps([cell.config.to_dict()["model"], geometry.__dict__], sort_keys=True)
-        models.setdefault(model_key, (cell, geometry))
+        models.setdefault(json.dumps([config["model"], geometry.__dict__], sort_keys=True), (cell, geometry))
     key = hashlib.sha256((_source_fingerprint(spec.imports) + "".join(sorted(models))).encode()).hexdigest()
     verdict = cache_dir() / "validated" / f"{key[:32]}.json"
     if verdict.exists():
         return
     from harness.validate import check_model  # imports torch: only when this code and these models are new
     for cell, geometry in models.values():
-        check_model(cell.config, geometry, f"{where} cell [{', '.join(f'{k}={v}' for k, v in cell.params.items())}]")
+        check_model(cell.config, geometry, cell_label(where, cell.params))
     atomic_write_json(verdict, {"models": len(models)})
