@@ -201,15 +201,11 @@ def bench_defaults(device: torch.device) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     from mixers import MIXERS, MixerNet
+    from mixers.summary import add_model_arguments, model_arguments
     parser = argparse.ArgumentParser(description="Inference and training throughput of every mixer (or some).")
     parser.add_argument("--mixers", nargs="+", default=None, help="default: every registered mixer")
     parser.add_argument("--block", default="convmixer")
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--patch-size", type=int, default=2)
-    parser.add_argument("--kernel-size", type=int, default=5)
-    parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--num-classes", type=int, default=10)
+    add_model_arguments(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
@@ -234,14 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---|---:|---|---|")
     for name in args.mixers or MIXERS.names():
         torch.manual_seed(0)
-        model = MixerNet(mixer=name, block=args.block, dim=args.dim, depth=args.depth, patch_size=args.patch_size,
-                         kernel_size=args.kernel_size, img_size=args.img_size, num_classes=args.num_classes)
-        result = benchmark(model, (3, args.img_size, args.img_size), device, settings, batch, warmup, iters,
-                           args.num_classes, compile_choice)
+        model = MixerNet(mixer=name, block=args.block, **model_arguments(args))
+        result = benchmark(model, (args.in_chans, args.img_size, args.img_size), device, settings, batch, warmup,
+                           iters, args.num_classes, compile_choice)
         by_setting: dict[str, list[str]] = {}
         for m in result["measurements"]:
-            label = f"{m['layout']}/{m['precision']}{'/compiled' if m['compiled'] else ''}"
-            by_setting.setdefault(label, []).append(f"{m['img_s']:.0f}" if m["img_s"] else "failed")
+            by_setting.setdefault(_label(m), []).append(f"{m['img_s']:.0f}" if m["img_s"] else "failed")
         all_settings = "; ".join(f"{k}: {' / '.join(v)}" for k, v in by_setting.items())
         print(f"| {name} | {_fmt(result['infer_img_s'])} | {_label(result['infer_setting'])} | "
               f"{_fmt(result['train_img_s'])} | {_label(result['train_setting'])} | {all_settings} |", flush=True)

@@ -71,18 +71,25 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# the command-line model of mixer-summary and mixer-bench: ConvMixer-256/8 on CIFAR-shaped inputs
+MODEL_ARGUMENTS = {"dim": 256, "depth": 8, "patch_size": 2, "kernel_size": 5, "img_size": 32, "in_chans": 3,
+                   "num_classes": 10}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, default in MODEL_ARGUMENTS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+
+
+def model_arguments(args: argparse.Namespace) -> dict[str, int]:
+    return {name: getattr(args, name) for name in MODEL_ARGUMENTS}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--patch-size", type=int, default=2)
-    parser.add_argument("--kernel-size", type=int, default=5)
-    parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--in-chans", type=int, default=3)
-    parser.add_argument("--num-classes", type=int, default=10)
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
-    rows = mixer_table(dim=args.dim, depth=args.depth, patch_size=args.patch_size, kernel_size=args.kernel_size,
-                       img_size=args.img_size, in_chans=args.in_chans, num_classes=args.num_classes)
+    rows = mixer_table(**model_arguments(args))
     print(f"MixerNet h={args.dim}, d={args.depth}, p={args.patch_size}, k={args.kernel_size}, "
           f"{args.in_chans}x{args.img_size}x{args.img_size} input, {args.num_classes} classes")
     print(format_markdown(rows))
