@@ -5,26 +5,32 @@ becomes NaN or infinite is remembered in a device flag and reported with the epo
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .attempt import Interrupted, never
 from .config import RecipeConfig
 from .optim import LrSchedule
 from .throughput import Setting, autocast
 
 
-def _progress(loader: Any, desc: str, enabled: bool) -> Iterable[Any]:
-    return tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not enabled, mininterval=0.5,
-                dynamic_ncols=True)
+def _batches(loader: Any, desc: str, enabled: bool, stop: Callable[[], bool]) -> Iterable[Any]:
+    """The loader's batches (with a progress bar when enabled); raises Interrupted as soon as `stop()` is true."""
+    for batch in tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not enabled, mininterval=0.5,
+                      dynamic_ncols=True):
+        if stop():
+            raise Interrupted(f"stopped during {desc}")
+        yield batch
 
 
 def train_one_epoch(model: nn.Module, step_model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     schedule: LrSchedule, scaler: torch.amp.GradScaler, recipe: RecipeConfig, setting: Setting,
-                    device: torch.device, epoch: int, progress: bool = False) -> dict[str, Any]:
+                    device: torch.device, epoch: int, progress: bool = False,
+                    stop: Callable[[], bool] = never) -> dict[str, Any]:
     """`step_model` runs the steps (it may be `torch.compile(model)`); `model` holds the parameters."""
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -32,7 +38,7 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, loader: Any, optimi
     nonfinite = torch.zeros((), device=device, dtype=torch.bool)
     step = epoch * len(loader)
     lr = 0.0
-    for x, y, soft in _progress(loader, f"epoch {epoch}", progress):
+    for x, y, soft in _batches(loader, f"epoch {epoch}", progress, stop):
         lr = schedule.set(optimizer, step)
         with autocast(device, setting.precision):
             logits = step_model(x)
@@ -60,13 +66,13 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, loader: Any, optimi
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Any, setting: Setting, device: torch.device,
-             progress: bool = False) -> dict[str, float]:
+             progress: bool = False, stop: Callable[[], bool] = never) -> dict[str, float]:
     """Top-1 / top-5 accuracy (percent) and mean cross-entropy over the whole split."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     top1 = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
-    for x, y, _ in _progress(loader, "eval", progress):
+    for x, y, _ in _batches(loader, "eval", progress, stop):
         with autocast(device, setting.precision):
             logits = model(x)
         logits = logits.float()

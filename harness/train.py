@@ -7,20 +7,23 @@ restored, so on a CPU with deterministic settings the resumed run ends exactly l
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import resource
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from mixers import MixerNet
 from mixers.summary import summarize
 
+from runner.status import Status
+
+from .attempt import Attempt, Interrupted, never, totals
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import build_loaders
 from .engine import evaluate, train_one_epoch
@@ -28,6 +31,7 @@ from .environment import environment, resolve_device, seed_everything, set_threa
 from .execution import choose_setting
 from .optim import LrSchedule, build_optimizer
 from .records import RunDir, atomic_write_json, code_version, now, write_config
+from .runlock import run_lock
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
 
 
@@ -37,12 +41,6 @@ def build_model(cfg: RunConfig, in_chans: int, num_classes: int, img_size: int) 
                     kernel_size=m.kernel_size, act=m.act, num_classes=num_classes, in_chans=in_chans,
                     img_size=img_size, mixer_kwargs=m.mixer_kwargs, block_kwargs=m.block_kwargs,
                     drop_path_rate=m.drop_path_rate, drop_rate=m.drop_rate)
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -63,36 +61,77 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "kind": "cpu_max_rss"}
 
 
-def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Any = print) -> dict[str, Any]:
-    """Train, evaluate and benchmark one run; returns (and writes) its result record."""
-    t0 = time.perf_counter()
+def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Callable[[str], None] = print,
+          stop: Callable[[], bool] = never, job_id: str | None = None,
+          requeued: Callable[[], str | None] = lambda: None) -> dict[str, Any]:
+    """Train, evaluate and benchmark one run; returns (and writes) its result record.
+
+    Only one process trains a run directory at a time (its lock; a second one raises RunBusyError, naming the
+    first). A run whose result is final is not trained again: its result is returned untouched. `stop()` is checked
+    at every step: when it turns true the run ends `interrupted`, resumable from its last epoch checkpoint.
+    `requeued()` names why the scheduler requeued this job (preempted, time limit) if it did.
+    """
     run = RunDir(run_dir)
-    write_config(run, cfg)
-    with contextlib.suppress(FileNotFoundError):
-        run.result.unlink()  # a re-run of a failed cell: its old result must not be read as this run's
-    run.update_state(status="running", error=None, event="started", starts=run.read_state().get("starts", 0) + 1)
-    device = torch.device("cpu")
+    if (final := _final(run, cfg, log)) is not None:
+        return final
+    with run_lock(run, job_id) as owner:
+        if (final := _final(run, cfg, log)) is not None:  # finished by the holder we waited for
+            return final
+        write_config(run, cfg)
+        with contextlib.suppress(FileNotFoundError):
+            run.result.unlink()  # a failed or damaged record of an earlier attempt: it must not be read as this one's
+        attempt = Attempt(run, owner, job_id)
+        attempt.start()
+        device = torch.device("cpu")
+        try:
+            device = resolve_device(cfg.system.device)
+            result = _train(cfg, run, device, attempt, progress, log, stop)
+        except BaseException as e:
+            _end_attempt_early(cfg, run, attempt, device, e, requeued(), log)
+            raise
+        atomic_write_json(run.result, result)  # the result first: a crash before the state write still finds it
+        attempt.end(Status(result["status"]), result["status"], error=result["reason"],
+                    test_top1=result["metrics"].get("test_top1"))  # for status views that read only state.json
+        return result
+
+
+def _final(run: RunDir, cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The run's final result, with state.json brought in line with it (a crash may have come in between)."""
+    final = run.final_result(cfg.run_id)
+    if final is None:
+        return None
+    if run.read_state().get("status") != final["status"]:
+        run.update_state("its result is final", status=final["status"], error=final.get("reason"))
+    log(f"run {cfg.run_id} has already finished ({final['status']}); its result is final: {run.result}")
+    return final
+
+
+def _end_attempt_early(cfg: RunConfig, run: RunDir, attempt: Attempt, device: torch.device, error: BaseException,
+                       requeue_reason: str | None, log: Callable[[str], None]) -> None:
+    """Record how an attempt that did not finish ended: interrupted, requeued by the scheduler, or failed."""
     try:
-        device = resolve_device(cfg.system.device)
-        result = _train(cfg, run, device, t0, progress, log)
-    except Exception as e:
-        reason = "".join(traceback.format_exception(e))
-        atomic_write_json(run.result, _record(cfg, device, t0, status="failed", reason=reason))
-        run.update_state(status="failed", error=reason, event="failed")
-        raise
-    atomic_write_json(run.result, result)
-    run.update_state(status=result["status"], error=result["reason"], event=result["status"],
-                     test_top1=result["metrics"].get("test_top1"))  # for status views that read only state.json
-    return result
+        if requeue_reason:  # submitit requeued the job (preemption, time limit) and exits: the cell waits again
+            attempt.end(Status.QUEUED, requeue_reason)
+        elif isinstance(error, (Interrupted, KeyboardInterrupt, SystemExit)):
+            attempt.end(Status.INTERRUPTED, "interrupted", error=f"interrupted ({type(error).__name__}); resumable "
+                                                                 f"from its last epoch checkpoint")
+            log(f"run {cfg.run_id}: interrupted; it resumes from its last epoch checkpoint when run again")
+        else:
+            reason = "".join(traceback.format_exception(error))
+            atomic_write_json(run.result, _record(cfg, device, run, attempt, status="failed", reason=reason))
+            attempt.end(Status.FAILED, "failed", error=reason)
+    except OSError as e:  # a full disk or a lost folder: the next command's reconciliation records the end
+        log(f"run {cfg.run_id}: could not record how it ended ({e}); the next run-study command will")
 
 
-def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progress: bool, log: Any) -> dict[str, Any]:
+def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, progress: bool,
+           log: Callable[[str], None], stop: Callable[[], bool]) -> dict[str, Any]:
     set_threads(cfg.system.threads)
     seed_everything(cfg.seed, cfg.system.deterministic)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if cfg.bench.only:
-        return _benchmark_only(cfg, device, t0, log)
+        return _benchmark_only(cfg, device, run, attempt, log)
     loaders = build_loaders(cfg.data, cfg.recipe, device, cfg.seed)
     geo = loaders.geometry
     input_size = (geo.channels, geo.image_size, geo.image_size)
@@ -103,7 +142,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
         raise ValueError(f"recipe.batch_size {cfg.recipe.batch_size} is larger than the training split "
                          f"({loaders.train.size} images)")
 
-    ckpt = torch.load(run.checkpoint, map_location=device, weights_only=False) if run.checkpoint.exists() else None
+    ckpt = load_checkpoint(run, cfg.run_id, device, log)
     if ckpt is not None:
         setting, probe = Setting(**ckpt["setting"]), ckpt["probe"]
     else:
@@ -125,7 +164,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
         _set_rng_state(ckpt["rng"], device)
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         run.write_metrics(history)
-        log(f"resumed {cfg.run_id} after epoch {start_epoch - 1} from {run.checkpoint}")
+        log(f"resumed {cfg.run_id} after epoch {start_epoch - 1} (attempt {attempt.number})")
     else:
         run.write_metrics([])
     step_model = torch.compile(model) if setting.compiled else model
@@ -134,31 +173,32 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
         f"{summary['params'] / 1e6:.3f}M params, {summary['flops'] / 1e9:.3f} GFLOPs; {device}, {setting.layout}/"
         f"{setting.precision}{'/compiled' if setting.compiled else ''}, {loaders.kind} data")
 
-    status, diverged_epoch, train_s = "done", None, 0.0
+    status, diverged_epoch = "done", None
     for epoch in range(start_epoch, cfg.recipe.epochs):
+        attempt.begin_epoch(epoch)
         te = time.perf_counter()
         stats = train_one_epoch(model, step_model, loaders.train, optimizer, schedule, scaler, cfg.recipe, setting,
-                                device, epoch, progress)
+                                device, epoch, progress, stop)
         train_time = time.perf_counter() - te
         nonfinite = stats.pop("nonfinite")
-        stats.update(evaluate(model, loaders.test, setting, device, progress))
+        stats.update(evaluate(model, loaders.test, setting, device, progress, stop))
         epoch_s = time.perf_counter() - te
-        train_s += epoch_s
         record = {"epoch": epoch, **stats, "epoch_s": epoch_s, "train_s": train_time,
                   "train_img_s": loaders.train.num_samples / train_time}
         history.append(record)
         if nonfinite:
             status, diverged_epoch = "diverged", epoch
             run.append_metrics(record)
+            attempt.end_epoch(epoch)
             log(f"epoch {epoch}: the training loss became NaN or infinite; stopping (diverged)")
             break
         if cfg.system.checkpoint:
-            _save_checkpoint(run.checkpoint, {
+            save_checkpoint(run, {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "loader": loaders.train.state_dict(), "rng": _rng_state(device),
                 "history": history, "setting": asdict(setting), "probe": probe, "run_id": cfg.run_id})
         run.append_metrics(record)
-        run.update_state(last_epoch=epoch)
+        attempt.end_epoch(epoch)
         log(f"epoch {epoch:3d}  train_loss {stats['train_loss']:.4f}  train_top1 {stats['train_top1']:6.2f}  "
             f"test_loss {stats['test_loss']:.4f}  test_top1 {stats['test_top1']:6.2f}  lr {stats['lr']:.2e}  "
             f"{epoch_s:6.2f} s  {record['train_img_s']:,.0f} img/s")
@@ -166,25 +206,31 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, t0: float, progres
     throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
     last = history[-1]
     return _record(
-        cfg, device, t0, status=status, diverged_epoch=diverged_epoch,
+        cfg, device, run, attempt, status=status, diverged_epoch=diverged_epoch,
         reason=f"training loss became NaN or infinite at epoch {diverged_epoch}" if status == "diverged" else None,
         metrics={**{k: last[k] for k in ("test_top1", "test_top5", "test_loss", "train_loss", "train_top1")},
                  "best_test_top1": max(h["test_top1"] for h in history), "epochs": len(history)},
         model={**summary, "input_size": list(input_size)}, throughput=throughput,
         execution={**asdict(setting), "loader": loaders.kind, "probe": probe},
-        timing={"train_s": train_s, "epoch_s": [h["epoch_s"] for h in history]})
+        timing={"epoch_s": [h["epoch_s"] for h in history]}, history=history)
 
 
-def _record(cfg: RunConfig, device: torch.device, t0: float, **parts: Any) -> dict[str, Any]:
-    """result.json: the parts of this run plus what every record holds."""
+def _record(cfg: RunConfig, device: torch.device, run: RunDir, attempt: Attempt, **parts: Any) -> dict[str, Any]:
+    """result.json: the parts of this run plus what every record holds. Wall and training time are summed over
+    every attempt (a resumed run counts the time of the attempts before), and each attempt is listed."""
+    state = run.read_state()
+    earlier = totals(state)
+    attempts = [*state["attempts_log"][:-1], {**state["attempts_log"][-1], "train_s": attempt.train_time()}]
     record = {"run_id": cfg.run_id, "status": "done", "reason": None, "diverged_epoch": None,
               "config": cfg.to_dict(), **parts}
-    record["timing"] = {"wall_s": time.perf_counter() - t0, **parts.get("timing", {})}
-    return {**record, "memory": _peak_memory(device), "env": environment(device), "code": code_version(),
-            "finished_at": now()}
+    record["timing"] = {"wall_s": earlier["wall_s"] + attempt.wall_time(), "train_s": earlier["train_s"]
+                        + attempt.train_time(), "attempts": len(attempts), **parts.get("timing", {})}
+    return {**record, "attempts": attempts, "memory": _peak_memory(device), "env": environment(device),
+            "code": code_version(), "finished_at": now()}
 
 
-def _benchmark_only(cfg: RunConfig, device: torch.device, t0: float, log: Any) -> dict[str, Any]:
+def _benchmark_only(cfg: RunConfig, device: torch.device, run: RunDir, attempt: Attempt,
+                    log: Callable[[str], None]) -> dict[str, Any]:
     """A throughput-study cell: the model's size and speed, no training (so no accuracy)."""
     from .validate import check_data
     geo = check_data(cfg)
@@ -195,7 +241,7 @@ def _benchmark_only(cfg: RunConfig, device: torch.device, t0: float, log: Any) -
         f"d={cfg.model.depth} p={cfg.model.patch_size} k={cfg.model.kernel_size} at {geo.image_size}px on {device}")
     throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
     log(f"inference {throughput['infer_img_s'] or 0:,.0f} img/s, training {throughput['train_img_s'] or 0:,.0f} img/s")
-    return _record(cfg, device, t0, metrics={"epochs": 0}, model={**summary, "input_size": list(input_size)},
+    return _record(cfg, device, run, attempt, metrics={"epochs": 0}, model={**summary, "input_size": list(input_size)},
                    throughput=throughput, execution=None)
 
 

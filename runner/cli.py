@@ -1,24 +1,41 @@
 """`run-study STUDY.yaml`: run every cell of a study (skipping finished ones), then build its tables and report.
 
-    run-study studies/quickstart.yaml             # run what is new or failed, wait, aggregate
+    run-study studies/quickstart.yaml             # run what is new, interrupted or failed; wait; aggregate
     run-study studies/quickstart.yaml --dry-run   # the cells that would run, and counts by status
-    run-study studies/quickstart.yaml --status    # where every cell stands, from the run files
+    run-study studies/quickstart.yaml --status    # where every cell stands, reconciled with what is real
+    run-study studies/quickstart.yaml --wait      # wait for every cell on its way, whoever submitted it
     run-study studies/quickstart.yaml --report    # rebuild tables, figures and report.md now
+    run-study studies/quickstart.yaml --rerun stale   # also retrain cells finished under other code
+
+Exit codes: 0 all went well; 1 a cell or the report failed, or the scheduler refused the cells (the cause in one
+line); 2 a mistake in the study file or the command line (nothing was written); 130 interrupted (resumable).
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import shutil
 import sys
 import time
 import traceback
-from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.records import atomic_write_bytes, code_version
+import yaml
+
+from harness.records import atomic_write_bytes, code_version, now, write_config
 from harness.schema import ConfigError
 
+from .interrupt import EXIT_INTERRUPTED, Interrupts, StudyInterrupted
 from .spec import Cell, StudyError, StudySpec, cell_value, expand, load_spec, resolved_study
-from .state import CellStatus, claim, read_status, reconcile, run_dir, study_dir, study_lock
+from .state import CellStatus, code_versions, counts, study_dir, study_lock, survey
+from .status import MEANING, Status
+
+if TYPE_CHECKING:
+    from .executors import Executor
+
+RERUN = ("failed", "stale", "all")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -31,46 +48,72 @@ def _cell_columns(spec: StudySpec, cell: Cell) -> list[str]:
     return [str(cell_value(cell, axis)) for axis in spec.axes] + [str(cell.params["seed"])]
 
 
-def plan(spec: StudySpec, statuses: list[CellStatus], max_retries: int) -> tuple[list[Cell], dict[str, str]]:
+def plan(statuses: list[CellStatus], max_retries: int, rerun: str | None,
+         source: str) -> tuple[list[CellStatus], dict[str, str]]:
     """The cells to submit now, and why each other cell is left alone."""
     todo, skipped = [], {}
     for s in statuses:
-        if s.status == "new":
-            todo.append(s.cell)
-        elif s.status == "failed":
-            if s.attempts > max_retries:
-                skipped[s.cell.run_id] = f"gave up after {s.attempts} attempts (run.max_retries={max_retries})"
+        if s.status in (Status.NEW, Status.INTERRUPTED):
+            todo.append(s)
+        elif s.status is Status.FAILED:
+            if s.failures > max_retries and rerun not in ("failed", "all"):
+                skipped[s.cell.run_id] = f"gave up after {s.failures} failures (run.max_retries={max_retries}; " \
+                                         f"--rerun failed tries again)"
             else:
-                todo.append(s.cell)
+                todo.append(s)
+        elif s.status.final and (rerun == "all" or (rerun == "stale" and s.stale(source))):
+            todo.append(s)
         else:
-            skipped[s.cell.run_id] = s.status
+            skipped[s.cell.run_id] = "stale" if s.status.final and s.stale(source) else s.status.value
     return todo, skipped
 
 
-def print_dry_run(spec: StudySpec, statuses: list[CellStatus], todo: list[Cell]) -> None:
-    will_run = {c.run_id for c in todo}
-    rows = [[s.cell.run_id, *_cell_columns(spec, s.cell), s.status,
+def archive(s: CellStatus) -> None:
+    """A finished cell rerun on purpose: its result, curves, checkpoints and log move to previous/<n>/."""
+    previous = s.run.path / "previous"
+    target = previous / str(len(list(previous.iterdir())) if previous.exists() else 0)
+    target.mkdir(parents=True)
+    for path in (s.run.result, s.run.metrics, s.run.checkpoint, s.run.previous_checkpoint, s.run.log):
+        if path.exists():
+            shutil.move(str(path), target / path.name)
+    s.state = s.run.update_state(f"rerun on purpose: the previous result is in {target}", status=Status.NEW,
+                                 error=None, last_epoch=None)
+    s.status = Status.NEW
+
+
+def print_dry_run(spec: StudySpec, statuses: list[CellStatus], todo: list[CellStatus]) -> None:
+    will_run = {s.cell.run_id for s in todo}
+    rows = [[s.cell.run_id, *_cell_columns(spec, s.cell), s.status.value,
              "submit" if s.cell.run_id in will_run else "skip"] for s in statuses]
     print(_table(rows, ["run id", *spec.axes, "seed", "status", "action"]))
-    counts = Counter(s.status for s in statuses)
-    print(f"\n{len(statuses)} cells: {len(todo)} would be submitted; "
-          + ", ".join(f"{counts[k]} {k}" for k in ("new", "done", "failed", "running", "queued", "diverged")
-                      if counts.get(k)))
+    print(f"\n{counts(statuses)}; {len(todo)} would be submitted")
 
 
-def print_status(spec: StudySpec, statuses: list[CellStatus]) -> None:
+def print_status(spec: StudySpec, statuses: list[CellStatus], source: str) -> None:
     rows = []
     for s in statuses:
-        top1 = f"{s.test_top1:.2f}" if s.test_top1 is not None else ""
-        epoch = "" if s.last_epoch is None else str(s.last_epoch)
-        rows.append([s.cell.run_id, *_cell_columns(spec, s.cell), s.status, str(s.attempts),
-                     ",".join(s.job_ids), epoch, top1])
-    print(_table(rows, ["run id", *spec.axes, "seed", "status", "attempts", "job ids", "last epoch", "test top1"]))
-    counts = Counter(s.status for s in statuses)
-    print(f"\n{len(statuses)} cells: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        top1 = s.state.get("test_top1")
+        epoch = s.state.get("last_epoch")
+        status = s.status.value + (" (stale)" if s.stale(source) else "")
+        rows.append([s.cell.run_id, *_cell_columns(spec, s.cell), status, str(s.attempts),
+                     ",".join(s.job_ids[-2:]), "" if epoch is None else str(epoch),
+                     "" if top1 is None else f"{top1:.2f}", s.note or ""])
+    print(_table(rows, ["run id", *spec.axes, "seed", "status", "attempts", "job ids", "last epoch", "test top1",
+                        "now"]))
+    print(f"\n{counts(statuses)}")
+    versions = code_versions(statuses)
+    if len(versions) > 1 or any(s.stale(source) for s in statuses):
+        print("finished cells by code version (current source: " + source + "): "
+              + "; ".join(f"{label}: {n}" for label, n in versions.most_common())
+              + "\n  stale cells ran other code; `--rerun stale` trains them again")
     for s in statuses:
-        if s.error and s.status in ("failed", "diverged"):
-            print(f"\n--- {s.cell.run_id} ({s.status}) ---\n{s.error.rstrip()}")
+        if s.problems:
+            print(f"\n--- {s.cell.run_id}: damaged run files (the cell counts as not done) ---\n"
+                  + "\n".join(s.problems))
+        if s.error and s.status in (Status.FAILED, Status.DIVERGED, Status.INTERRUPTED):
+            print(f"\n--- {s.cell.run_id} ({s.status.value}) ---\n{s.error.rstrip()}")
+    shown = sorted({s.status for s in statuses}, key=list(Status).index)
+    print("\n" + "\n".join(f"{st.value:11s} {MEANING[st]}" for st in shown))
 
 
 def report(spec: StudySpec) -> bool:
@@ -85,51 +128,93 @@ def report(spec: StudySpec) -> bool:
     return True
 
 
-def submit(spec: StudySpec, cells: list[Cell], where: str, executor: str, max_retries: int, wait: bool) -> int:
-    from .executors import EXECUTORS, slurm_partitions, wait_for_cells
+def check_claim(spec: StudySpec, cells: list[Cell], where: str) -> None:
+    """A results folder belongs to one study file; another file with the same name is refused, unless it is the same
+    study grown (every cell already recorded is still one of its cells)."""
+    path = study_dir(spec) / "study.yaml"
+    if not path.exists():
+        return
+    try:
+        recorded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # unreadable: this submission rewrites it
+    owner = recorded.get("file")
+    if not owner or owner == spec.file:
+        return
+    ids = {c.run_id for c in cells}
+    missing = [c["run_id"] for c in recorded.get("cells") or [] if c.get("run_id") not in ids]
+    if missing:
+        raise StudyError(f"{where}: the results folder {study_dir(spec)} belongs to another study file, {owner}, "
+                         f"which has {len(missing)} cells this one lacks; give this study another name (or "
+                         f"run.results)")
+
+
+def submit(spec: StudySpec, cells: list[Cell], where: str, executor_name: str, max_retries: int, rerun: str | None,
+           wait: bool, interrupts: Interrupts) -> int:
+    from .executors import EXECUTORS
     from .validation import validate_cells
+    executor = EXECUTORS.get(executor_name)(spec, where)
     validate_cells(spec, cells, where)
-    if executor == "slurm" and spec.run.partition:
-        partitions = slurm_partitions()
-        if partitions is not None and spec.run.partition not in partitions:
-            raise StudyError(f"{where}.run.partition: no partition {spec.run.partition!r} on this cluster; "
-                             f"partitions: {', '.join(partitions)}")
+    executor.check(cells)
+    check_claim(spec, cells, where)
+    code = code_version()
     with study_lock(spec):
-        statuses = reconcile(spec, read_status(spec, cells))
-        todo, skipped = plan(spec, statuses, max_retries)
-        info = {"study": spec.name, "imports": spec.imports}
+        statuses = survey(spec, cells)
+        todo, skipped = plan(statuses, max_retries, rerun, code["source"])
         if todo:
-            import yaml
-            study = resolved_study(spec, cells, code_version())
+            study = {**resolved_study(spec, cells, code), "file": spec.file, "submitted_at": now()}
             atomic_write_bytes(study_dir(spec) / "study.yaml", yaml.safe_dump(study, sort_keys=False).encode())
-            for cell in todo:
-                claim(spec, cell, executor, {**info, "cell": cell.params})
+            info = {"study": spec.name, "imports": spec.imports, "import_paths": [spec.folder]}
+            for s in todo:
+                if s.status.final:
+                    archive(s)
+                write_config(s.run, s.cell.config, {**info, "cell": s.cell.params})
+            print(f"{spec.name}: submitting {len(todo)} of {len(cells)} cells to the {executor_name} executor "
+                  f"({len(cells) - len(todo)} skipped)", flush=True)
+            executor.submit([s.cell for s in todo], interrupts)
     if not todo:
-        counts = Counter(skipped.values())
-        print(f"nothing to submit: {len(cells)} cells, " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        print(f"nothing to submit: {counts(statuses)}"
+              + "".join(f"\n  {reason}" for reason in sorted(set(v for v in skipped.values() if " " in v))))
+    interrupts.check()
+    problems: list[str] = []
+    if executor_name != "slurm" or wait:
+        problems = wait_all(spec, cells, interrupts, executor)
     else:
-        print(f"{spec.name}: submitting {len(todo)} of {len(cells)} cells to the {executor} executor "
-              f"({len(cells) - len(todo)} skipped)", flush=True)
-        try:
-            EXECUTORS.get(executor)(spec, todo)
-        except Exception as e:  # e.g. sbatch refused the job: the claimed cells must not stay "queued"
-            for cell in todo:
-                if run_dir(spec, cell).read_state()["status"] == "queued":
-                    run_dir(spec, cell).update_state(status="failed", error=f"submission failed: {e}",
-                                                     event="submission failed")
-            raise
-        if executor == "slurm" and not wait:
-            print(f"follow with: run-study {where} --status   (results in {study_dir(spec)})")
-            return 0
-        if executor == "slurm":
-            wait_for_cells(spec, todo)
-    statuses = reconcile(spec, read_status(spec, cells))
-    finished = all(s.status in ("done", "diverged") for s in statuses)
-    reported = report(spec) if todo or finished else True
-    bad = [s for s in statuses if s.status == "failed"]
+        print(f"follow with: run-study {where} --status   (or --wait; results in {study_dir(spec)})")
+        return 0
+    return finish(spec, cells, where, problems, report_now=bool(todo))
+
+
+def wait_all(spec: StudySpec, cells: list[Cell], interrupts: Interrupts, submitter: Executor | None = None
+             ) -> list[str]:
+    """Wait for every cell on its way, by the executor that owns it (the one that just submitted runs its cells);
+    what could not run comes back as lines."""
+    from .executors import EXECUTORS
+    problems: list[str] = []
+    while True:
+        active = [s for s in survey(spec, cells) if s.status.active]
+        if not active:
+            return problems
+        by_executor: dict[str, list[CellStatus]] = {}
+        for s in active:
+            by_executor.setdefault(s.executor or "local", []).append(s)
+        for name, group in by_executor.items():
+            executor = submitter if submitter and submitter.name == name else EXECUTORS.get(name)(spec)
+            problems += executor.wait(group, interrupts)
+        if problems:
+            return problems
+
+
+def finish(spec: StudySpec, cells: list[Cell], where: str, problems: list[str], report_now: bool) -> int:
+    statuses = survey(spec, cells)
+    finished = all(s.status.final for s in statuses)
+    reported = report(spec) if report_now or finished else True
+    for line in problems:
+        print(f"run-study: {line}", file=sys.stderr)
+    bad = [s for s in statuses if s.status is Status.FAILED]
     if bad:
         print(f"\n{len(bad)} cells failed; see `run-study {where} --status` for their tracebacks")
-    return 1 if bad or not reported else 0
+    return 1 if bad or problems or not reported else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,38 +223,77 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", type=Path, help="a study YAML file (see studies/)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="list the cells that would run; submit nothing")
-    mode.add_argument("--status", action="store_true", help="where every cell stands, from its run files")
+    mode.add_argument("--status", action="store_true", help="where every cell stands, reconciled with what is real")
     mode.add_argument("--report", action="store_true", help="(re)build tables, figures and report.md now")
+    mode.add_argument("--cancel", action="store_true", help="stop every cell on its way (scancel, or SIGTERM to "
+                                                            "local trainers); they stay resumable")
     parser.add_argument("--executor", choices=["local", "slurm", "debug"], help="override run.executor")
-    parser.add_argument("--wait", action="store_true", help="slurm: block until every submitted cell has ended")
+    parser.add_argument("--wait", action="store_true", help="block until every cell on its way has ended")
+    parser.add_argument("--rerun", choices=RERUN, help="also retrain failed cells beyond run.max_retries, finished "
+                                                       "cells from other code (stale), or every cell")
     parser.add_argument("--max-retries", type=int, help="override run.max_retries")
     parser.add_argument("--results", type=Path, help="override run.results (the results root folder)")
     args = parser.parse_args(argv)
     where = str(args.study)
+    interrupts = Interrupts().install()
     try:
         spec = load_spec(args.study)
         if args.results:
-            from dataclasses import replace
-            spec = replace(spec, run=replace(spec.run, results=str(args.results)))
+            spec = replace(spec, run=replace(spec.run, results=str(args.results.resolve())))
         cells = expand(spec, where)
+        source = code_version()["source"]
         if args.status:
-            print_status(spec, reconcile(spec, read_status(spec, cells)))
+            with study_lock(spec, blocking=False) as free:  # a submission under way: look without writing
+                print_status(spec, survey(spec, cells, persist=free), source)
             return 0
         if args.report:
+            with study_lock(spec, blocking=False) as free:
+                survey(spec, cells, persist=free)
             return 0 if report(spec) else 1
+        if args.cancel:
+            return cancel(spec, cells)
         max_retries = spec.run.max_retries if args.max_retries is None else args.max_retries
         if args.dry_run:
             from .validation import validate_cells
             validate_cells(spec, cells, where)
-            statuses = read_status(spec, cells)
-            print_dry_run(spec, statuses, plan(spec, statuses, max_retries)[0])
+            statuses = survey(spec, cells, persist=False)
+            print_dry_run(spec, statuses, plan(statuses, max_retries, args.rerun, source)[0])
             return 0
-        code = submit(spec, cells, where, args.executor or spec.run.executor, max_retries, args.wait)
+        code = submit(spec, cells, where, args.executor or spec.run.executor, max_retries, args.rerun, args.wait,
+                      interrupts)
         print(f"run-study: {time.perf_counter() - t0:.1f} s")
         return code
     except ConfigError as e:  # a bad study file, base config or cell (StudyError is one too)
         print(f"run-study: {e}\nnothing was submitted.", file=sys.stderr)
         return 2
+    except StudyInterrupted as e:
+        print(f"run-study: interrupted ({e}); every cell is resumable: run `run-study {where}` again to go on "
+              f"(`--status` shows where each stands)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            print(f"run-study: cannot write {e.filename or ''}: {e.strerror}; the ledger is as it was before the "
+                  f"failed write; fix it and run the same command again", file=sys.stderr)
+            return 1
+        raise
+    except RuntimeError as e:
+        from .executors.slurm import SubmissionError
+        if isinstance(e, SubmissionError):
+            print(f"run-study: {e}; nothing was charged: fix it and run again", file=sys.stderr)
+            return 1
+        raise
+
+
+def cancel(spec: StudySpec, cells: list[Cell]) -> int:
+    from .executors import EXECUTORS
+    active = [s for s in survey(spec, cells) if s.status.active]
+    by_executor: dict[str, list[CellStatus]] = {}
+    for s in active:
+        by_executor.setdefault(s.executor or "local", []).append(s)
+    for name, group in by_executor.items():
+        EXECUTORS.get(name)(spec).cancel(group)
+    print(f"asked {len(active)} cells to stop; `--status` shows them as they end")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,52 +1,93 @@
 """What a job runs: one cell, from its run directory. The same callable serves every executor.
 
 For SLURM it is a submitit checkpointable: on preemption or at the time limit submitit calls `checkpoint`, which
-requeues the same job; the training harness then resumes from the cell's last epoch checkpoint.
+requeues the same job; the training harness then resumes from the cell's last epoch checkpoint. Whether the signal
+meant a preemption or the time limit is decided from SLURM's own view of the job (its time left), not from
+submitit's guess, which takes every signal after min(0.8 T, T - 10 min) for a time limit: with a 10-minute limit,
+every preemption would use up a time-limit requeue.
 """
 from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from harness.attempt import never
 from harness.config import resolve
 from harness.records import RunDir, read_json
 
 
 class CellJob:
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, signal_delay_s: int = 120, max_num_timeout: int = 3):
         self.run_dir = str(run_dir)
+        self.signal_delay_s, self.max_num_timeout = signal_delay_s, max_num_timeout
+        self.requeue_reason: str | None = None
 
-    def __call__(self) -> str:
+    def __call__(self, stop: Callable[[], bool] = never) -> str:
         from harness.train import train  # imported in the job, so that pickling the job stays light
         run = RunDir(self.run_dir)
         stored = read_json(run.config)
         if stored is None:
             raise FileNotFoundError(f"{run.config} is missing: the runner writes it before submitting the cell")
+        for folder in stored.get("import_paths", []):  # a study's plugin modules live beside its study file
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
         for module in stored.get("imports", []):  # plugins that register the study's extra mixers or datasets
             importlib.import_module(module)
         cfg = resolve(stored["config"], path=str(run.config))
         if cfg.run_id != stored["run_id"]:
             raise RuntimeError(f"{run.config} resolves to run {cfg.run_id}, not {stored['run_id']}: the config "
                                f"schema changed since submission")
-        job_id = _slurm_job_id()
-        if job_id:
-            run.update_state(job_id=job_id)
         with open(run.log, "a", buffering=1) as log:
             def emit(line: str) -> None:
                 print(line, flush=True)
                 log.write(line + "\n")
-            result = train(cfg, run.path, log=emit)
+            result = train(cfg, run.path, log=emit, stop=stop, job_id=slurm_job_id(),
+                           requeued=lambda: self.requeue_reason)
         return result["status"]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """submitit's requeue hook: run the same cell again; it resumes from its own checkpoint."""
+        """submitit's hook on SLURM's warning signal: requeue the same cell (it resumes from its own checkpoint),
+        unless the time limit has been hit more than run.max_num_timeout times."""
         import submitit
-        return submitit.helpers.DelayedSubmission(CellJob(self.run_dir))
+        reason = "time limit" if _near_time_limit(self.signal_delay_s) else "preempted"
+        if reason == "time limit":
+            log = (RunDir(self.run_dir).read_state().get("attempts_log") or [])
+            if sum(a.get("why") == "time limit" for a in log) >= self.max_num_timeout:
+                return None  # submitit then ends the job, and the harness records the failure
+        self.requeue_reason = reason
+        return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.signal_delay_s, self.max_num_timeout))
 
 
-def _slurm_job_id() -> str | None:
+def slurm_job_id() -> str | None:
     if "SLURM_ARRAY_JOB_ID" in os.environ:
         return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def _seconds(text: str) -> float | None:
+    """squeue's time format ([days-]hours:minutes:seconds, or fewer fields) in seconds; None for UNLIMITED."""
+    if not text or not text[0].isdigit():
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return (int(days or 0) * 24 + parts[0]) * 3600 + parts[1] * 60 + parts[2]
+
+
+def _near_time_limit(signal_delay_s: int) -> bool:
+    """Whether this job is within its warning time of its time limit, by SLURM's own clock (squeue's time left).
+    Where squeue cannot say, the signal is taken for the time limit (the cautious answer: it is counted)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", os.environ.get("SLURM_JOB_ID", ""), "-o", "%L"],
+                             capture_output=True, text=True, timeout=20)
+        left = _seconds(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return True
+    if left is None:
+        return out.stdout.strip() != "UNLIMITED"
+    return left <= signal_delay_s + 60

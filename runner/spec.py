@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,10 +59,10 @@ class SlurmResources:
 @dataclass(frozen=True)
 class RunSpec(SlurmResources):
     executor: Literal["local", "slurm", "debug"] = "local"
-    profile: str | None = None           # a cluster profile YAML (relative to the study file, or to the cwd)
+    profile: str | None = None           # a cluster profile YAML
     parallel: int | None = None          # local: cells at once (None: one per GPU, or 1 on a CPU-only machine)
     max_retries: int = 2                 # failed cells are re-submitted at most this many times
-    results: str = "results"             # the results root; the study writes results/<name>/
+    results: str = "results"             # the results root; the study writes <results>/<name>/
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +104,9 @@ class StudySpec:
     run: RunSpec = field(default_factory=RunSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     imports: list[str] = field(default_factory=list)  # modules that register extra mixers or datasets
+    # Set by load_spec, never in the file: the study file, and its folder, which relative paths in it are relative to.
+    file: str = ""
+    folder: str = "."
 
     @property
     def axes(self) -> list[str]:
@@ -134,7 +138,31 @@ def _check_key(key: str, where: str) -> None:
         raise StudyError(f"{where}: the seed is set by the study's `seeds` list, not as an axis")
 
 
+DERIVED_KEYS = ("file", "folder")
+
+
+def _absolute(value: Any, folder: Path) -> Any:
+    """A path written in a study file, made absolute from the study file's folder (`~` expanded)."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (folder / path).resolve())
+
+
+def _absolute_roots(spec: StudySpec, folder: Path) -> StudySpec:
+    """Every data.root of the study (base, grid, zip, include) absolute, so a run id names the data it reads."""
+    base = json.loads(json.dumps(spec.base))
+    if isinstance(base.get("data"), dict) and "root" in base["data"]:
+        base["data"]["root"] = _absolute(base["data"]["root"], folder)
+    fix = lambda axes: {k: ([_absolute(v, folder) for v in vs] if k == "data.root" else vs) for k, vs in axes.items()}
+    rules = lambda rules: [{k: (_absolute(v, folder) if k == "data.root" else v) for k, v in r.items()} for r in rules]
+    return dataclasses.replace(spec, base=base, grid=fix(spec.grid), zip=[fix(g) for g in spec.zip],
+                               include=rules(spec.include), exclude=rules(spec.exclude))
+
+
 def load_spec(path: str | Path) -> StudySpec:
+    """Read and check a study file. Relative paths in it (run.results, run.profile, data roots, plugin modules,
+    the working directory of setup lines) are relative to the study file's folder, wherever the command runs."""
     path = Path(path)
     try:
         with open(path) as f:
@@ -146,9 +174,13 @@ def load_spec(path: str | Path) -> StudySpec:
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study file is a mapping with at least `name` and `grid`; got {raw!r}")
     raw = dict(raw)
+    for key in DERIVED_KEYS:
+        if key in raw:
+            raise StudyError(f"{path}.{key}: not a study-file key (the runner sets it)")
+    folder = path.resolve().parent
     run = dict(raw.get("run") or {})
     if run.get("profile"):
-        run = {**_load_profile(path, run["profile"]), **run}
+        run = {**_load_profile(path, run["profile"], folder), **run}
     raw["run"] = run
     if isinstance(raw.get("seeds"), int) and not isinstance(raw.get("seeds"), bool):
         raw["seeds"] = list(range(raw["seeds"]))  # `seeds: 3` means 0, 1, 2
@@ -157,25 +189,26 @@ def load_spec(path: str | Path) -> StudySpec:
     except ConfigError as e:
         raise StudyError(str(e)) from None
     _check_structure(spec, str(path))
-    return spec
+    spec = _absolute_roots(spec, folder)
+    return dataclasses.replace(spec, file=str(path.resolve()), folder=str(folder),
+                               run=dataclasses.replace(spec.run, results=_absolute(spec.run.results, folder)))
 
 
-def _load_profile(study: Path, profile: str) -> dict[str, Any]:
-    candidates = [study.parent / profile, Path(profile)]
-    for candidate in candidates:
-        if candidate.is_file():
-            with open(candidate) as f:
-                data = yaml.safe_load(f) or {}
-            if not isinstance(data, dict):
-                raise StudyError(f"{candidate}: a cluster profile is a mapping of run settings, got {data!r}")
-            unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(SlurmResources)}]
-            if unknown:
-                valid = [f.name for f in dataclasses.fields(SlurmResources)]
-                raise StudyError(f"{candidate}.{unknown[0]}: unknown key{did_you_mean(unknown[0], valid)}; "
-                                 f"valid: {', '.join(valid)}")
-            return data
-    raise StudyError(f"{study}.run.profile: no profile file {profile!r} (looked in {study.parent} and the "
-                     f"current directory)")
+def _load_profile(study: Path, profile: str, folder: Path) -> dict[str, Any]:
+    candidate = Path(_absolute(profile, folder))
+    if not candidate.is_file():
+        raise StudyError(f"{study}.run.profile: no profile file {profile!r} (a relative path is relative to the "
+                         f"study file's folder)")
+    with open(candidate) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise StudyError(f"{candidate}: a cluster profile is a mapping of run settings, got {data!r}")
+    unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(SlurmResources)}]
+    if unknown:
+        valid = [f.name for f in dataclasses.fields(SlurmResources)]
+        raise StudyError(f"{candidate}.{unknown[0]}: unknown key{did_you_mean(unknown[0], valid)}; "
+                         f"valid: {', '.join(valid)}")
+    return data
 
 
 def _check_structure(spec: StudySpec, where: str) -> None:

@@ -1,26 +1,23 @@
-"""What a study has done so far, read from its run files alone (so it works where `sacct` does not).
+"""Where a study's cells stand: read from their run files, then reconciled with what is real.
 
-A cell is `new` until the runner claims it; then its run directory's state.json says queued / running / done /
-failed / diverged. A cell recorded as queued or running whose job or process is gone without a result
-(cancelled, killed, lost) is reconciled to failed, with the reason, so that re-running the study re-submits it.
+Every command starts with `survey`: each cell's state.json (rebuilt from its ledger if damaged) is read, checked
+against its result (a `done` cell whose result.json does not parse is not done), and every cell on its way
+(submitting, queued, running) is reconciled by the executor that owns it with the process table, the scheduler and
+the run's heartbeat. No in-between state outlives the next command.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
-import socket
-import subprocess
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.records import RunDir, now, write_config
+from harness.records import RunDir, code_label
 
 from .spec import Cell, StudySpec
-
-ACTIVE = ("queued", "running")
+from .status import Status, parse_status
 
 
 def study_dir(spec: StudySpec) -> Path:
@@ -34,122 +31,117 @@ def run_dir(spec: StudySpec, cell: Cell) -> RunDir:
 @dataclass
 class CellStatus:
     cell: Cell
-    status: str                 # new | queued | running | done | failed | diverged
-    attempts: int = 0
-    job_ids: tuple[str, ...] = ()
-    last_epoch: int | None = None
-    error: str | None = None
-    test_top1: float | None = None
-    owner: dict[str, Any] | None = None  # who runs it: {"executor", "host", "pid"}
+    run: RunDir
+    state: dict[str, Any]
+    status: Status
+    problems: list[str] = field(default_factory=list)   # run files that do not parse, recoveries
+    note: str | None = None                              # what the scheduler says (a pending reason ...)
+    code: dict[str, Any] | None = None                   # the code a finished cell ran (result.json's `code`)
 
+    @property
+    def attempts(self) -> int:
+        return int(self.state.get("attempts") or 0)
 
-def _read(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as e:
-        return {"status": "failed", "error": f"{path.name} is unreadable ({e})"}
+    @property
+    def failures(self) -> int:
+        return int(self.state.get("failures") or 0)
+
+    @property
+    def error(self) -> str | None:
+        return self.state.get("error")
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self.state.get("job_ids") or [])
+
+    @property
+    def executor(self) -> str | None:
+        return (self.state.get("owner") or {}).get("executor") or self.state.get("executor")
+
+    def stale(self, source: str) -> bool:
+        """Finished under other code than `source` (a code hash)."""
+        return self.status.final and (self.code or {}).get("source") != source
+
+    def move(self, status: Status, event: str, persist: bool, **changes: Any) -> None:
+        """Record a transition found by reconciliation (in memory only when `persist` is false: a dry run)."""
+        self.status = status
+        self.state.update(status=status.value, **changes)
+        if persist:
+            self.state = self.run.update_state(event, status=status, **changes)
+
+    def edit(self, event: str, edit: Any, persist: bool) -> None:
+        """A transition that needs more than a merge (closing an attempt, say)."""
+        if persist:
+            self.state = self.run.edit_state(event, edit)
+        else:
+            edit(self.state)
+        self.status = parse_status(self.state.get("status")) or Status.NEW
 
 
 def read_status(spec: StudySpec, cells: list[Cell]) -> list[CellStatus]:
+    """Each cell's recorded state, before reconciliation; damaged files become problems, never crashes."""
     out = []
     for cell in cells:
         run = run_dir(spec, cell)
-        state = _read(run.state)
-        if state is None:
-            out.append(CellStatus(cell, "new"))
-            continue
-        out.append(CellStatus(cell, state.get("status", "new"), state.get("attempts", 0),
-                              tuple(state.get("job_ids", ())), state.get("last_epoch"), state.get("error"),
-                              state.get("test_top1"), state.get("owner")))
+        state = run.read_state()
+        problems = [state.pop("damaged")] if state.get("damaged") else []
+        status = parse_status(state.get("status")) or Status.NEW
+        s = CellStatus(cell, run, state, status, problems)
+        if run.path.exists():
+            s.problems += [p for p in run.damage() if not p.startswith("state.json")]
+            final = run.final_result(cell.run_id)
+            s.code = (final or {}).get("code")
+            if status.final and final is None:
+                s.status = Status.INTERRUPTED  # a finished cell whose result.json is missing or does not parse
+                s.note = "its state says finished but result.json is missing or damaged: trained again from its " \
+                         "checkpoint"
+            elif final is not None and status is not parse_status(final["status"]):
+                s.status = Status(final["status"])  # the result was written; its state write was cut short
+        out.append(s)
     return out
 
 
-def _slurm_alive(job_ids: list[str]) -> set[str] | None:
-    """The job ids that squeue still lists (pending or running), or None where squeue cannot be asked."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return None
-    return set(out.stdout.split())
-
-
-def _slurm_final_states(job_ids: list[str]) -> dict[str, str]:
-    """sacct's final state of each job where accounting is on ({} where it is not)."""
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    if out.returncode != 0:
-        return {}
-    return dict(line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
-
-
-def _pid_alive(owner: dict[str, Any]) -> bool | None:
-    if owner.get("host") != socket.gethostname() or not owner.get("pid"):
-        return None  # another machine: cannot tell
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reconcile(spec: StudySpec, statuses: list[CellStatus]) -> list[CellStatus]:
-    """Mark queued/running cells whose job or process is gone (cancelled, killed, lost) as failed, with why."""
-    active = [s for s in statuses if s.status in ACTIVE]
-    slurm_cells = [s for s in active if (s.owner or {}).get("executor") == "slurm" and s.job_ids]
-    alive = _slurm_alive([s.job_ids[-1] for s in slurm_cells]) if slurm_cells else set()
-    gone = []
-    if alive is not None:
-        gone = [s for s in slurm_cells if s.job_ids[-1] not in alive]
-    finals = _slurm_final_states([s.job_ids[-1] for s in gone]) if gone else {}
-    for s in gone:
-        job = s.job_ids[-1]
-        # squeue's view can lag the job's own last write: read the state again before judging
-        state = _read(run_dir(spec, s.cell).state) or {}
-        if state.get("status") not in ACTIVE:
-            s.status, s.error = state.get("status", s.status), state.get("error")
-            continue
-        how = finals.get(job, "no longer in the queue")
-        _mark_failed(spec, s, f"SLURM job {job} ended ({how}) without writing a result")
-    for s in active:
-        if (s.owner or {}).get("executor") in ("local", "debug") and _pid_alive(s.owner) is False:
-            _mark_failed(spec, s, f"process {s.owner['pid']} on {s.owner['host']} ended without writing a result")
+def survey(spec: StudySpec, cells: list[Cell], persist: bool = True) -> list[CellStatus]:
+    """read_status, then every cell on its way reconciled by its executor (written unless `persist` is false)."""
+    from .executors import EXECUTORS
+    statuses = read_status(spec, cells)
+    for s in statuses:
+        if persist and s.state.get("status") != s.status.value:  # settled from the run files above
+            s.state = s.run.update_state(s.note or "state brought in line with result.json", status=s.status)
+    by_executor: dict[str, list[CellStatus]] = {}
+    for s in statuses:
+        if s.status.active:
+            by_executor.setdefault(s.executor or "local", []).append(s)
+    for name, group in by_executor.items():
+        EXECUTORS.get(name)(spec).reconcile(group, persist)
     return statuses
 
 
-def _mark_failed(spec: StudySpec, s: CellStatus, reason: str) -> None:
-    run_dir(spec, s.cell).update_state(status="failed", error=reason, event=reason)
-    s.status, s.error = "failed", reason
+def counts(statuses: list[CellStatus]) -> str:
+    """`16 cells: 12 done, 3 running, 1 failed`, in the ledger's order of states."""
+    c = Counter(s.status for s in statuses)
+    return f"{len(statuses)} cells: " + ", ".join(f"{c[k]} {k}" for k in Status if c.get(k))
+
+
+def code_versions(statuses: list[CellStatus]) -> Counter[str]:
+    """How many finished cells ran each code version."""
+    return Counter(code_label(s.code) for s in statuses if s.status.final)
 
 
 @contextlib.contextmanager
-def study_lock(spec: StudySpec) -> Iterator[None]:
-    """Held while cells are chosen and claimed, so two runners of one study never submit the same cell twice."""
+def study_lock(spec: StudySpec, blocking: bool = True) -> Iterator[bool]:
+    """Held while cells are chosen, claimed and handed to an executor, so that two runners never submit a cell twice
+    and no reconciliation runs in the middle of a submission. Yields whether it was taken (never False when
+    `blocking`)."""
     folder = study_dir(spec)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".submit.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def claim(spec: StudySpec, cell: Cell, executor: str, study_info: dict[str, Any]) -> None:
-    """Write the cell's config and mark it queued for `executor` (one more attempt)."""
-    run = run_dir(spec, cell)
-    write_config(run, cell.config, study_info)
-    previous = run.read_state()
-    run.update_state(status="queued", attempts=previous.get("attempts", 0) + 1, error=None,
-                     owner={"executor": executor, "host": socket.gethostname(), "pid": os.getpid()},
-                     event=f"queued for the {executor} executor at {now()}")

@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from harness.datasets import Geometry, cache_dir
@@ -32,6 +33,9 @@ def _source_fingerprint(imports: list[str]) -> str:
 
 
 def load_plugins(spec: StudySpec, where: str) -> None:
+    """Import the study's plugin modules; they are looked up beside the study file first, then on sys.path."""
+    if spec.folder not in sys.path:
+        sys.path.insert(0, spec.folder)
     for i, module in enumerate(spec.imports):
         try:
             importlib.import_module(module)

@@ -1,0 +1,54 @@
+"""A local worker process: trains the cells its runner sends (one run directory per line on stdin, one JSON reply
+per line on stdout) until its input ends or it is told to stop.
+
+It dies with its runner: the kernel sends it SIGTERM when the runner ends, however it ends (PR_SET_PDEATHSIG), and
+SIGTERM, SIGINT or SIGHUP make it stop at the next training step, leaving the cell `interrupted` and resumable. Torch
+is imported once per worker, not once per cell. Its own output goes to the log file the runner opened as its stderr.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import traceback
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM when the parent ends; if it has already ended (before this call), end now."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the runner's own exit handling still ends its workers
+        pass
+    if os.getppid() != parent:
+        sys.exit(0)
+
+
+def main() -> int:
+    _die_with_parent(int(os.environ["TOKENMIX_RUNNER_PID"]))
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # what training prints goes to the worker's log, not into the replies
+
+    from .job import CellJob
+    for line in sys.stdin:
+        if stopping:
+            break
+        run_dir = line.strip()
+        try:
+            status, error = CellJob(run_dir)(stop=lambda: bool(stopping)), None
+        except Exception as e:  # recorded in the cell's state by the harness; reported, never fatal here
+            status, error = ("interrupted" if stopping else "failed"), "".join(traceback.format_exception(e))
+        replies.write(json.dumps({"run_dir": run_dir, "status": status, "error": error}) + "\n")
+        if stopping:
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
