@@ -17,7 +17,8 @@ SELECTED = sorted(name for name, v in VARIANTS.items()
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     selected = set(SELECTED)
-    keep = [item for item in items if getattr(item, "callspec", None) and item.callspec.params.get("model_name") in selected]
+    keep = [item for item in items
+            if hasattr(item, "callspec") and item.callspec.params.get("model_name") in selected]
     kept = set(map(id, keep))
     config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
     items[:] = keep
