@@ -26,7 +26,7 @@ BLOCK_PROVIDED = ("token_mixer", "act_layer", "drop_path_rate")
 # timm's pool types (SelectAdaptivePool2d); '' keeps the (B, C, H, W) map
 GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax", "")
 # their parameters are scales and shifts of normalised activations: weight decay would only bias them to zero
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+NORM_LAYERS = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 class MixerNet(nn.Module):
