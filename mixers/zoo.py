@@ -10,7 +10,8 @@ with standard features (a feature map at `pool_size`, `global_pool=''`, one feat
 clear of those patterns and they take the standard checks; `tests/test_timm_suite.py` checks both.
 
 Each variant has a `pretrained_cfg` (`mixers.cfg`) and is built through timm's `build_model_with_cfg`, so
-`features_only=True` (default: the last 3 blocks, through `forward_intermediates`) and `out_indices` work. Any
+`features_only=True` (default: the last 3 blocks, through `forward_intermediates`; any of timm's `feature_cls`) and
+`out_indices` work. Any
 MixerNet argument can still be passed to `create_model`. Importing this module imports timm (seconds); the rest of
 `mixers` loads it only with the model.
 """
@@ -44,8 +45,9 @@ def _entrypoint(name: str, defaults: dict[str, Any]) -> Callable[..., MixerNet]:
         if pretrained:
             raise ValueError(f"{name} has no pretrained weights of its own; for timm's ConvMixer weights use "
                              f"mixers.timm_compat.convert_timm_convmixer")
-        return build_model_with_cfg(MixerNet, name, pretrained, feature_cfg=dict(out_indices=3, feature_cls="getter"),
-                                    **{**defaults, **kwargs})
+        # flatten_sequential: timm's list and dict feature classes then find the blocks inside `blocks`
+        features = dict(out_indices=3, feature_cls="getter", flatten_sequential=True)
+        return build_model_with_cfg(MixerNet, name, pretrained, feature_cfg=features, **{**defaults, **kwargs})
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__

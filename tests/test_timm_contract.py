@@ -9,7 +9,6 @@ import pytest
 import timm
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import FeatureGraphNet
 from timm.optim import param_groups_layer_decay
 from torch.export import Dim
 
@@ -181,14 +180,21 @@ class TestTimmContract:
         with torch.no_grad():
             assert sum(f.pow(2).mean() for f in backbone(x)) < loss
 
-    def test_timm_fx_feature_extraction_then_torchscript(self, mixer, block):
-        model = make(mixer, block).eval()
+    @pytest.mark.parametrize("feature_cls", ["getter", "fx", "hook", "list", "dict"])
+    def test_features_only_with_every_timm_feature_class(self, mixer, block, feature_cls):
+        name = variant_name(mixer, block, 256, 8, 5, 2)
+        torch.manual_seed(0)
+        model = timm.create_model(name, **SMALL).eval()
+        torch.manual_seed(0)
+        backbone = timm.create_model(name, features_only=True, feature_cls=feature_cls, out_indices=(1, 3), **SMALL)
+        assert backbone.feature_info.channels() == [32, 32] and backbone.feature_info.reduction() == [2, 2]
         x = inputs()
         with torch.no_grad():
             expected = model.forward_intermediates(x, indices=[1, 3], intermediates_only=True)
-            extractor = FeatureGraphNet(model, out_indices=(1, 3)).eval()
-            assert all(map(torch.equal, extractor(x), expected))
-            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(torch.jit.script(extractor)(x), expected))
+            features = backbone.eval()(x)
+            assert all(map(torch.equal, features.values() if feature_cls == "dict" else features, expected))
+            if feature_cls == "fx":  # timm's FX feature extraction, then TorchScript
+                assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(torch.jit.script(backbone)(x), expected))
 
     def test_torchscript(self, mixer, block):
         model = make(mixer, block).eval()
