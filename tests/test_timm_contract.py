@@ -78,6 +78,14 @@ def test_a_model_runs_on_the_input_timm_resolves_for_it(mixer):
         assert model(torch.randn(1, *timm.data.resolve_model_data_config(model)["input_size"])).shape == (1, 10)
 
 
+def test_a_model_built_directly_describes_itself():
+    model = MixerNet(mixer="mlp", in_chans=1, img_size=8, patch_size=2, dim=16, depth=1)  # digits-shaped
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (1, 8, 8) and cfg["pool_size"] == (4, 4) and cfg["fixed_input_size"]
+    assert len(cfg["mean"]) == len(cfg["std"]) == 1
+    assert timm.data.resolve_model_data_config(model)["input_size"] == (1, 8, 8)
+
+
 def test_factory_device_and_dtype():
     model = MixerNet(mixer="attention", block="metaformer", **SMALL, device="meta", dtype=torch.float64)
     tensors = list(model.parameters()) + list(model.buffers())
