@@ -9,19 +9,18 @@ import math
 
 import numpy as np
 import torch
+from timm.optim import create_optimizer_v2
 from torch import nn
 
 from .config import RecipeConfig
 
 
 def build_optimizer(model: nn.Module, recipe: RecipeConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD; as timm's create_optimizer_v2 does, biases and norm weights (1-D tensors) get no weight decay."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr, eps=recipe.opt_eps)
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    """AdamW or SGD (Nesterov) from timm's optimizer factory, whose parameter groups keep weight decay off 1-D
+    parameters (biases, norms) and off what the model's `no_weight_decay()` names (position embeddings, global
+    filters, layer scales). The lr is set by `LrSchedule` before every step."""
+    extra = {"eps": recipe.opt_eps} if recipe.optimizer == "adamw" else {"momentum": recipe.momentum}
+    return create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay, **extra)
 
 
 class LrSchedule:

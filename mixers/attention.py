@@ -1,11 +1,12 @@
 """Multi-head self-attention over all tokens (ViT's token mixer)."""
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import register_mixer
+from .layers import resize_2d
+
+torch.fx.wrap("resize_2d")  # a leaf of FX graphs (control flow on shapes inside)
 
 
 @register_mixer("attention")
@@ -32,17 +33,17 @@ class AttentionMixer(nn.Module):
         if self.pos is not None:
             nn.init.trunc_normal_(self.pos, std=0.02)
 
-    def position(self, grid: tuple[int, int]) -> torch.Tensor | float:
-        if self.pos is None:
-            return 0.0
-        pos = self.pos if tuple(self.pos.shape[2:]) == grid else F.interpolate(
-            self.pos, size=grid, mode="bilinear", align_corners=False)
-        return pos.flatten(2).transpose(1, 2)  # (1, C, H, W) -> (1, N, C)
+    def no_weight_decay(self) -> set[str]:
+        return {"pos"}  # as timm's ViT: decay would only shrink the position signal
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = self.qkv(x + self.position(grid))
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, N, c)
+        qkv_in = x
+        if self.pos is not None:
+            qkv_in = x + resize_2d(self.pos, grid, False).flatten(2).transpose(1, 2)  # (1, C, H, W) -> (1, N, C)
+        qkv = self.qkv(qkv_in)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # (3, B, h, N, c)
+        q, k, v = qkv.unbind(0)
         x = F.scaled_dot_product_attention(q, k, v)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, h, N, c) -> (B, N, C)
         return self.proj(x)

@@ -10,8 +10,6 @@ signature names them: `kernel_size` (the model's k) and `grid_size` (the token g
 A token-layout mixer tied to one token grid sets `fixed_grid = True` and `grid_size`; `ToTokens` then raises
 `TokenGridError` on any other grid.
 """
-from __future__ import annotations
-
 import inspect
 from importlib import import_module
 from typing import Any
@@ -41,21 +39,40 @@ class TokenGridError(ValueError):
     """A mixer tied to one token grid got another (a different image size or patch size)."""
 
 
+@torch.fx.wrap  # a leaf of FX graphs: the traced model keeps the check (control flow on shapes cannot be traced)
+def check_token_grid(x: torch.Tensor, grid_size: tuple[int, int], name: str) -> torch.Tensor:
+    """`x` unchanged if its (H, W) is `grid_size`, else a `TokenGridError` (TorchScript keeps the message)."""
+    H, W = x.shape[-2], x.shape[-1]
+    if H != grid_size[0] or W != grid_size[1]:
+        raise TokenGridError(
+            f"mixer '{name}' was built for a {grid_size[0]}x{grid_size[1]} token grid but got {H}x{W}; its weights "
+            f"are sized by the token count, so build the model for this image size (img_size // patch_size must match)")
+    return x
+
+
+class TokenGridCheck(nn.Module):
+    """Lets only one token grid through (a mixer whose weights are sized by the token count)."""
+
+    def __init__(self, grid_size: tuple[int, int], name: str):
+        super().__init__()
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return check_token_grid(x, self.grid_size, self.name)
+
+
 class ToTokens(nn.Module):
     """Runs a token-layout mixer inside the (B, C, H, W) contract; a `fixed_grid` mixer gets only its own grid."""
 
     def __init__(self, mixer: nn.Module, name: str):
         super().__init__()
+        self.check = TokenGridCheck(mixer.grid_size, name) if getattr(mixer, "fixed_grid", False) else nn.Identity()
         self.mixer = mixer
-        self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.check(x)
         B, C, H, W = x.shape
-        if getattr(self.mixer, "fixed_grid", False) and (H, W) != self.mixer.grid_size:
-            h, w = self.mixer.grid_size
-            raise TokenGridError(
-                f"mixer {self.name!r} was built for a {h}x{w} token grid but got {H}x{W}; its weights are sized by "
-                f"the token count, so build the model for this image size (img_size // patch_size must match)")
         t = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, C)
         t = self.mixer(t, (H, W))
         return t.transpose(1, 2).reshape(B, C, H, W)  # (B, N, C) -> (B, C, H, W)

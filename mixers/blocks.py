@@ -1,14 +1,12 @@
 """The two block skeletons any token mixer goes into.
 
 A block is built from `(dim, token_mixer, act_layer, **its own hyper-parameters)`. `head_norm(dim)` gives the
-norm a model with these blocks applies before its pooled head (none for ConvMixer, as in the paper).
+channel norm a model with these blocks applies to its pooled features (none for ConvMixer, as in the paper).
 """
-from __future__ import annotations
-
 import torch
 from torch import nn
 
-from .layers import NORMS, drop_path, layer_scale
+from .layers import NORMS, LayerNorm2d, drop_path, layer_scale
 from .registry import Registry
 
 BLOCKS: Registry[type[nn.Module]] = Registry("block")
@@ -70,7 +68,7 @@ class MetaFormerBlock(nn.Module):
 
     @staticmethod
     def head_norm(dim: int) -> nn.Module:
-        return nn.LayerNorm(dim)
+        return LayerNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.scale1(self.token_mixer(self.norm1(x))))

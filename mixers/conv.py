@@ -1,6 +1,4 @@
 """Depthwise convolution: ConvMixer's token mixer."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -1,6 +1,4 @@
 """No token mixing at all: the control of every grid (MetaFormer's IdentityFormer)."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 

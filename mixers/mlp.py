@@ -1,6 +1,4 @@
 """Token-mixing MLP across the token grid (MLP-Mixer's token mixer)."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -1,6 +1,4 @@
 """Average pooling minus the input (PoolFormer's token mixer)."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -1,6 +1,4 @@
 """A frozen random token-mixing matrix (MetaFormer's RandFormer)."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -1,6 +1,4 @@
 """The patchify stem every model shares."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -47,7 +47,12 @@ def slurm_cluster() -> None:
     ok = shutil.which("sinfo") is not None and subprocess.run(
         ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30).returncode == 0
     if not ok:
-        message = "no SLURM cluster answers sinfo (start one with: bash slurm/cluster-up.sh)"
-        if os.environ.get("TOKENMIX_REQUIRE_SLURM") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_unless_required("no SLURM cluster answers sinfo (start one with: bash slurm/cluster-up.sh)",
+                             "TOKENMIX_REQUIRE_SLURM")
+
+
+def skip_unless_required(message: str, require_env: str) -> NoReturn:
+    """Skip for want of an outside resource, or fail where `require_env`=1 says it must be there (CI)."""
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{message} ({require_env}=1)")
+    pytest.skip(message)

@@ -141,9 +141,9 @@ def timm():
 
 
 @pytest.mark.parametrize("timm_name,ours", [
-    ("convmixer_768_32", "dwconv_convmixer_768_32_ks7_p7"),
-    ("convmixer_1536_20", "dwconv_convmixer_1536_20_ks9_p7"),
-    ("convmixer_1024_20_ks9_p14", "dwconv_convmixer_1024_20_ks9_p14"),
+    ("convmixer_768_32", "dwconv_convmixer768_32_ks7_p7"),
+    ("convmixer_1536_20", "dwconv_convmixer1536_20_ks9_p7"),
+    ("convmixer_1024_20_ks9_p14", "dwconv_convmixer1024_20_ks9_p14"),
 ])
 def test_equals_timm_convmixer(timm, timm_name, ours):
     from mixers.timm_compat import convert_timm_convmixer
@@ -164,9 +164,13 @@ def test_equals_timm_convmixer(timm, timm_name, ours):
 
 
 def test_timm_create_model_builds_every_variant_name_scheme(timm):
-    from mixers.zoo import VARIANTS
+    from mixers.zoo import VARIANTS, variant_name
     assert len(VARIANTS) == len(MIXERS) * len(BLOCKS) * 4
-    model = timm.create_model("attention_metaformer_256_8_p2", num_classes=3)
+    assert variant_name("dwconv", "convmixer", 1536, 20, 9, 7) == "dwconv_convmixer1536_20_ks9_p7"
+    assert variant_name("attention", "metaformer", 256, 8, 5, 2) == "attention_metaformer256_8_p2"  # no kernel
+    model = timm.create_model("attention_metaformer256_8_p2", num_classes=3)
     assert isinstance(model, MixerNet) and model.num_classes == 3 and len(model.blocks) == 8
-    assert timm.list_models("dwconv_convmixer_*") and set(timm.list_models("*_metaformer_256_8*")) == {
-        n for n in VARIANTS if "_metaformer_256_8" in n}
+    assert set(timm.list_models("*_metaformer256_8*")) == {n for n in VARIANTS if "_metaformer256_8" in n}
+    assert set(timm.list_models("dwconv_convmixer*")) == {n for n in VARIANTS if n.startswith("dwconv_convmixer")}
+    with pytest.raises(ValueError, match="no pretrained weights of its own.*convert_timm_convmixer"):
+        timm.create_model("dwconv_convmixer256_8_ks5_p2", pretrained=True)
