@@ -13,9 +13,11 @@ with host-side index arithmetic instead of device syncs, and moves a few small t
 the per-pixel erasing noise is drawn directly on the device, from a seed taken from the generator. `apply` is a pure
 function of (images, params), which is what the tests compare against a per-image torchvision reference.
 
-With torchvision's op set, RandAugment is torchvision's `transforms.RandAugment` on uint8 tensors: each geometric op
-is resampled on its own with nearest neighbours and fill 0 (its defaults), and the colour ops are its tensor kernels.
-The crop before it is bilinear as below.
+With torchvision's op set, RandAugment is torchvision's `transforms.RandAugment` on uint8 tensors, bit for bit (on
+the CPU; tested op by op at every magnitude bin): each geometric op is resampled on its own with nearest neighbours,
+through the same grid arithmetic, and fill 0 (its defaults); the colour ops are its tensor kernels. The crop before
+it is bilinear as below. The public convmixer-cifar10 script runs the same transform on PIL images, whose colour
+kernels round differently on some pixels (see harness/randaugment.py).
 
 Differences from timm's PIL implementation (rand-m{m}-n{n}-mstd{mstd}-p{p}-inc1, RandomResizedCropAndInterpolation,
 RandomErasing(mode="pixel"), Mixup(mode="batch")):
@@ -28,9 +30,8 @@ RandomErasing(mode="pixel"), Mixup(mode="batch")):
 - Fill colour is round(255 * mean) per channel (what timm's create_transform passes as img_mean), blended over the
   one-pixel boundary band as torchvision's tensor affine does (mask * (zero-padded sample - fill) + fill) instead of
   PIL's hard edge.
-- Colour ops round as torchvision's uint8 tensor kernels: grey = floor(0.2989 R + 0.587 G + 0.114 B) where PIL uses
-  its fixed-point L conversion, and Contrast blends with the float mean of that grey image where PIL rounds the mean
-  to an integer. Equalize, AutoContrast, Posterize, Solarize, SolarizeAdd and Invert give PIL's values.
+- Colour ops are torchvision.transforms.functional's uint8 tensor kernels, bit for bit; harness/randaugment.py lists
+  where those differ from PIL's by a level. Equalize, Posterize, Solarize, SolarizeAdd and Invert give PIL's values.
 - Magnitudes with noise are clipped to [0, 10] per draw, as timm does (its default mmax).
 - Random draws come from the given torch generator, not Python's `random` / numpy's global state: the same
   distributions, different streams. Random erasing noise comes from a device generator, so for one seed it differs

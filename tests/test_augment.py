@@ -418,27 +418,47 @@ def test_bad_inputs_are_refused() -> None:
         normalize(x, (0.5,), (0.5,))
     with pytest.raises(ValueError, match="crop"):
         AugmentSpec(crop="center")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="randaugment_ops must be one of timm, torchvision, got 'pil'"):
+        AugmentSpec(randaugment_ops="pil")
+    with pytest.raises(ValueError, match="randaugment_prob"):
+        AugmentSpec(randaugment_prob=1.5)
+    with pytest.raises(ValueError, match=r"randaugment_m: must be in \[0, 10\] on timm's scale, got 12"):
+        AugmentSpec(randaugment_m=12)
+    with pytest.raises(ValueError, match="randaugment_m: torchvision's RandAugment takes a magnitude bin"):
+        AugmentSpec(randaugment_ops="torchvision", randaugment_m=12.5, randaugment_mstd=0.0)
+    with pytest.raises(ValueError, match="randaugment_mstd: torchvision's RandAugment has no magnitude noise"):
+        AugmentSpec(randaugment_ops="torchvision", randaugment_m=12)
+
+
+# the CUDA checks' specs: timm's op set after a zooming crop, with jitter and erasing; torchvision's on the images as
+# they are, where every op is exact arithmetic, so the two devices must agree bit for bit
+CUDA_SPECS = {
+    "timm": AugmentSpec(crop="rrc", randaugment_n=2, color_jitter=0.4, reprob=0.5, **CIFAR_NORM),
+    "torchvision": AugmentSpec(crop="none", hflip=0.5, randaugment_n=2, randaugment_ops="torchvision",
+                               randaugment_m=9, randaugment_mstd=0.0, randaugment_prob=1.0, **CIFAR_NORM),
+}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu_for_the_same_params(cifar: Tensor) -> None:
-    spec = AugmentSpec(crop="rrc", randaugment_n=2, color_jitter=0.4, reprob=0.5, **CIFAR_NORM)
+@pytest.mark.parametrize("ops", list(CUDA_SPECS))
+def test_cuda_matches_cpu_for_the_same_params(ops: str, cifar: Tensor) -> None:
+    spec = CUDA_SPECS[ops]
     aug = BatchAugment(spec, SIZE)
     p = aug.sample(N, SIZE, SIZE, torch.Generator().manual_seed(12), "cpu")
     cpu = aug.apply(cifar, p)
-    assert p.erase_noise is not None
-    gpu = aug.apply(cifar.cuda(), dataclasses.replace(p, erase_noise=p.erase_noise.cuda()))
+    noise = None if p.erase_noise is None else p.erase_noise.cuda()
+    gpu = aug.apply(cifar.cuda(), dataclasses.replace(p, erase_noise=noise))
     assert gpu.is_cuda
-    assert_matches(gpu, cpu, spec, frac_off_by_one=0.01)
+    assert_matches(gpu, cpu, spec, frac_off_by_one=0.0 if aug.ops is TORCHVISION else 0.01)
     again = aug(cifar.cuda(), torch.Generator().manual_seed(12))
     assert torch.equal(again, aug(cifar.cuda(), torch.Generator().manual_seed(12)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_batch_never_waits_for_the_device(cifar: Tensor) -> None:
+@pytest.mark.parametrize("ops", list(CUDA_SPECS))
+def test_cuda_batch_never_waits_for_the_device(ops: str, cifar: Tensor) -> None:
     """No host sync while augmenting and mixing a CUDA batch: the training loop can queue the next step meanwhile."""
-    spec = AugmentSpec(crop="rrc", randaugment_n=2, color_jitter=0.4, reprob=0.5, **CIFAR_NORM)
-    aug, mix = BatchAugment(spec, SIZE), BatchMix(MixSpec(mixup_alpha=0.8, cutmix_alpha=1.0), 10)
+    aug, mix = BatchAugment(CUDA_SPECS[ops], SIZE), BatchMix(MixSpec(mixup_alpha=0.8, cutmix_alpha=1.0), 10)
     x, y = cifar.cuda(), torch.arange(N, device="cuda") % 10
     generator = torch.Generator().manual_seed(13)
     mix(aug(x, generator), y, generator)  # first calls: lazy CUDA initialisation may sync
