@@ -398,14 +398,14 @@ class _LazyWarp:
         return self.img
 
     def _affine_grid(self, total: Tensor, h: int, w: int) -> Tensor:
-        """grid_sample's grid for maps total (G, 3, 3), computed as torchvision's _gen_affine_grid does, op for op:
-        where a sample falls exactly halfway between two pixels (shears at some magnitudes meet such points), the side
-        nearest-neighbour sampling picks depends on the rounding of this arithmetic. -> (G, S, S, 2)"""
-        size, dev = self.size, total.device
-        base = torch.stack([self.centres.expand(size, size), self.centres[:, None].expand(size, size),
-                            torch.ones(size, size, device=dev)], -1).view(1, size * size, 3)  # x, y, 1 per pixel
-        theta = total[:, :2, :].transpose(1, 2) / _to(torch.tensor([0.5 * w, 0.5 * h]), dev)  # (G, 3, 2)
-        return base.expand(total.shape[0], -1, -1).bmm(theta).view(-1, size, size, 2)
+        """grid_sample's grid for maps total (G, 3, 3) on an h x w input, in the arithmetic of torchvision's
+        _gen_affine_grid: theta scaled to [-1, 1] first, then (x theta_x + y theta_y) + theta_1 per pixel, which is what
+        its bmm computes. Where a sample falls exactly halfway between two pixels (shears at some magnitudes meet such
+        points), the side nearest-neighbour sampling picks depends on that rounding. -> (G, S, S, 2)"""
+        theta = total[:, :2, :].transpose(1, 2) / _to(torch.tensor([0.5 * w, 0.5 * h]), total.device)  # (G, 3, 2)
+        theta = theta[:, None, None]  # (G, 1, 1, 3, 2): rows for x, y and 1
+        x, y = self.centres.view(1, 1, -1, 1), self.centres.view(1, -1, 1, 1)
+        return (x * theta[..., 0, :] + y * theta[..., 1, :]) + theta[..., 2, :]
 
     def _fill_masks(self, planes: Tensor, idx: Tensor, idx_d: Tensor) -> list[tuple[Tensor | None, Tensor]]:
         """Where each op of images idx fills, earliest op first as the ops were applied: (rows of the group, or None

@@ -5,8 +5,10 @@ computes and rounds as the uint8 tensor kernels of torchvision.transforms.functi
 bit for bit, so a chain of ops stays on the integer grid like a chain of PIL calls. Those kernels differ from PIL's
 by one level on some pixels: grey is floor(0.2989 R + 0.587 G + 0.114 B) where PIL uses its fixed-point L conversion,
 Contrast blends with the float mean of that grey image where PIL rounds the mean, AutoContrast scales in float32 where
-PIL builds its table in float64, and Sharpness blends the one-pixel border with itself where PIL leaves it. Geometric ops are not applied here: `geometric_matrix` returns their inverse affine maps and the
-caller resamples (harness/augment.py). `OP_SETS` holds the two op sets `recipe.randaugment_ops` chooses from:
+PIL builds its table in float64, and Sharpness blends the one-pixel border with itself where PIL leaves it.
+
+Geometric ops are not applied here: `geometric_matrix` returns their inverse affine maps and the caller resamples
+(harness/augment.py). `OP_SETS` holds the two op sets `recipe.randaugment_ops` chooses from:
 
 - "timm": timm's rand-m{m}-n{n}-mstd{mstd}-p{p}-inc1 (the convmixer ImageNet command). 15 ops, index-aligned with
   timm's `_RAND_INCREASING_TRANSFORMS` (Invert and SolarizeAdd, no Identity); the magnitude is a level on a 0..10
