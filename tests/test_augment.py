@@ -183,7 +183,7 @@ def forced(aug: BatchAugment, x: Tensor, op: str, seed: int = 0) -> tuple[Augmen
     level = torch.linspace(0.0, aug.ops.max_magnitude, n, dtype=torch.float64)
     level = level.round() if aug.ops is TORCHVISION else level
     sign = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(n // 2 + 1)[:n]
-    arg = aug.ops.args(level, sign, x.shape[-1])[:, aug.ops.names.index(op)].float()
+    arg = aug.ops.args(level, sign, aug.out_size)[:, aug.ops.names.index(op)].float()
     op_idx = torch.full((n, aug.spec.randaugment_n), -1)
     op_idx[:, 0] = aug.ops.names.index(op)
     return dataclasses.replace(p, ra_op=op_idx, ra_arg=arg[:, None].expand(n, aug.spec.randaugment_n).clone()), level
