@@ -5,10 +5,9 @@ A script that prints figures, not a test:
     .venv/bin/python benchmarks/augment_speed.py                 # CPU, as many threads as this process may use
     .venv/bin/python benchmarks/augment_speed.py --device cuda   # BatchAugment on the GPU (the PIL row stays on CPU)
 
-The baseline is the convmixer-cifar10 recipe's transform list (RandomResizedCrop(32, scale=(1, 1), ratio=(1, 1)),
-RandomHorizontalFlip, RandAugment(2, 12), ToTensor, Normalize) applied image by image in this one process, as one
-DataLoader worker would. Note that RandAugment(2, 12) is torchvision's op set on its 0..30 magnitude scale, while
-BatchAugment's m=12 is timm's (clipped to 10): the work per image is comparable, the augmentation is not identical.
+The baseline is the public convmixer-cifar10 script's transform list (RandomResizedCrop(32, scale=(1, 1),
+ratio=(1, 1)), RandomHorizontalFlip, RandAugment(2, 12), ToTensor, Normalize) applied image by image in this one
+process, as one DataLoader worker would: the same augmentation as BatchAugment's convmixer_cifar10 row.
 """
 from __future__ import annotations
 
@@ -25,13 +24,15 @@ import torch
 from PIL import Image
 
 from harness.augment import AugmentSpec, BatchAugment
+from harness.config import RECIPES, RecipeConfig
+from harness.data import augment_spec
 
 CIFAR_NPZ = Path(__file__).resolve().parents[1] / "tests" / "data" / "cifar10_jpegbytes_1k1k.npz"
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)  # convmixer-cifar10's normalisation
 
 SPECS = {  # name -> what BatchAugment does
-    "convmixer-cifar10 recipe": AugmentSpec(crop="rrc", scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.5,
-                                            randaugment_n=2, randaugment_m=12, mean=MEAN, std=STD),
+    **{f"{name} recipe": augment_spec(RecipeConfig(**RECIPES[name]), MEAN, STD)
+       for name in ("convmixer_cifar10", "convmixer_cifar10_timm")},
     "rrc(0.08,1)+RA m9 n2+jitter 0.4+reprob 0.25": AugmentSpec(crop="rrc", randaugment_n=2, randaugment_m=9,
                                                               color_jitter=0.4, reprob=0.25, mean=MEAN, std=STD),
     "airbench: translate 4 + flip": AugmentSpec(crop="translate", translate=4, hflip=0.5, mean=MEAN, std=STD),

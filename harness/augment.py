@@ -2,7 +2,7 @@
 
 The dataset lives on the device as uint8 (N, C, H, W) and each batch is augmented there with whole-batch tensor ops:
 no Python loop over images, no worker processes, no host sync per image. The pipeline follows timm's and the
-convmixer-cifar10 training transforms:
+convmixer-cifar10 training transforms, with timm's or torchvision's RandAugment (harness/randaugment.py):
 
     crop (random resized | reflect-pad translate | none) -> horizontal flip -> RandAugment -> colour jitter
     -> normalise -> random erasing;  then BatchMix: mixup / cutmix with soft targets.
@@ -13,21 +13,26 @@ with host-side index arithmetic instead of device syncs, and moves a few small t
 the per-pixel erasing noise is drawn directly on the device, from a seed taken from the generator. `apply` is a pure
 function of (images, params), which is what the tests compare against a per-image torchvision reference.
 
-Differences from timm's PIL implementation (rand-m{m}-n{n}-mstd{mstd}-inc1, RandomResizedCropAndInterpolation,
+With torchvision's op set, RandAugment is torchvision's `transforms.RandAugment` on uint8 tensors, bit for bit (on
+the CPU; tested op by op at every magnitude bin): each geometric op is resampled on its own with nearest neighbours,
+through the same grid arithmetic, and fill 0 (its defaults); the colour ops are its tensor kernels. The crop before
+it is bilinear as below. The public convmixer-cifar10 script runs the same transform on PIL images, whose colour
+kernels round differently on some pixels (see harness/randaugment.py).
+
+Differences from timm's PIL implementation (rand-m{m}-n{n}-mstd{mstd}-p{p}-inc1, RandomResizedCropAndInterpolation,
 RandomErasing(mode="pixel"), Mixup(mode="batch")):
 - Interpolation is bilinear everywhere (F.grid_sample): timm picks bilinear or bicubic at random per RandAugment op and
   uses the configured interpolation for the crop. A crop larger than out_size is not antialiased (PIL's resize is).
-- Consecutive geometric ops (the crop, then rotate / shear / translate in RandAugment slots with no colour op between
-  them) are resampled once from the composed affine map instead of once per op: one interpolation pass instead of
-  several, so slightly sharper than PIL's chain. Each op still fills where its own input is out of bounds.
+- With timm's op set, consecutive geometric ops (the crop, then rotate / shear / translate in RandAugment slots with
+  no colour op between them) are resampled once from the composed affine map instead of once per op: one
+  interpolation pass instead of several, so slightly sharper than PIL's chain. Each op still fills where its own
+  input is out of bounds.
 - Fill colour is round(255 * mean) per channel (what timm's create_transform passes as img_mean), blended over the
   one-pixel boundary band as torchvision's tensor affine does (mask * (zero-padded sample - fill) + fill) instead of
   PIL's hard edge.
-- Colour ops round as torchvision's uint8 tensor kernels: grey = floor(0.2989 R + 0.587 G + 0.114 B) where PIL uses
-  its fixed-point L conversion, and Contrast blends with the float mean of that grey image where PIL rounds the mean
-  to an integer. Equalize, AutoContrast, Posterize, Solarize, SolarizeAdd and Invert give PIL's values.
-- Magnitudes are clipped to [0, 10] per draw as in timm (mmax default): m > 10, e.g. the convmixer-cifar10 recipe's
-  12, which is on torchvision's 0..30 scale, behaves as 10 here.
+- Colour ops are torchvision.transforms.functional's uint8 tensor kernels, bit for bit; harness/randaugment.py lists
+  where those differ from PIL's by a level. Equalize, Posterize, Solarize, SolarizeAdd and Invert give PIL's values.
+- Magnitudes with noise are clipped to [0, 10] per draw, as timm does (its default mmax).
 - Random draws come from the given torch generator, not Python's `random` / numpy's global state: the same
   distributions, different streams. Random erasing noise comes from a device generator, so for one seed it differs
   between CPU and CUDA (every other parameter is identical). Erasing uses one box per image (timm's max_count=1).
@@ -38,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness import randaugment as ra
+from harness.config import check_randaugment
 
 _TRIES = 10  # torchvision's RandomResizedCrop and timm's RandomErasing try 10 boxes, then fall back
 _ERASE_AREA = (0.02, 1 / 3)  # timm RandomErasing defaults: box area as a fraction of the image
@@ -63,8 +69,10 @@ class AugmentSpec:
     translate: int = 4  # crop="translate": reflect padding, i.e. the largest shift in pixels
     hflip: float = 0.5  # probability
     randaugment_n: int = 0  # RandAugment ops per image (0 = off)
-    randaugment_m: float = 9.0  # magnitude on timm's 0..10 scale
+    randaugment_m: float = 9.0  # magnitude on the op set's scale: timm's level 0..10, torchvision's bin 0..30
     randaugment_mstd: float = 0.5  # magnitude noise std; 0 = fixed, inf (or > 100, as timm parses it) = U(0, m)
+    randaugment_prob: float = 0.5  # probability of applying each of the n ops
+    randaugment_ops: str = "timm"  # a key of randaugment.OP_SETS
     color_jitter: float = 0.0  # brightness/contrast/saturation strength like torchvision ColorJitter(j, j, j)
     reprob: float = 0.0  # random erasing probability (timm RandomErasing, mode "pixel": N(0, 1) in normalised space)
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # per channel, on the 0..1 scale
@@ -75,10 +83,14 @@ class AugmentSpec:
             raise ValueError(f"crop must be 'rrc', 'translate' or 'none', got {self.crop!r}")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std differ in length: {self.mean} vs {self.std}")
-        if not (0 <= self.hflip <= 1 and 0 <= self.reprob <= 1):
-            raise ValueError(f"hflip and reprob are probabilities, got {self.hflip} and {self.reprob}")
+        if not all(0 <= p <= 1 for p in (self.hflip, self.reprob, self.randaugment_prob)):
+            raise ValueError(f"hflip, reprob and randaugment_prob are probabilities, got {self.hflip}, {self.reprob} "
+                             f"and {self.randaugment_prob}")
         if min(self.randaugment_n, self.translate, self.color_jitter, self.randaugment_mstd) < 0:
             raise ValueError("randaugment_n, translate, color_jitter and randaugment_mstd must be >= 0")
+        if self.randaugment_ops not in ra.OP_SETS:
+            raise ValueError(f"randaugment_ops must be one of {', '.join(ra.OP_SETS)}, got {self.randaugment_ops!r}")
+        check_randaugment(self.randaugment_ops, self.randaugment_m, self.randaugment_mstd)
 
 
 @dataclass(frozen=True)
@@ -91,9 +103,9 @@ class AugmentParams:
 
     crop_box: Tensor  # (n, 4) int64 top, left, height, width
     flip: Tensor  # (n,) bool
-    ra_op: Tensor | None  # (n, N) int64 index into randaugment.OPS, -1 where the slot's p=0.5 draw skipped it
-    ra_arg: Tensor | None  # (n, N) float32 the op's argument in timm's units (degrees, factor, bits, threshold ...)
-    jitter: Tensor | None  # (n, 3) float32 brightness, contrast, saturation factors
+    ra_op: Tensor | None  # (n, N) int64 index into the op set's ops, -1 where the slot's probability draw skipped it
+    ra_arg: Tensor | None  # (n, N) float32 the op's argument in randaugment's units (degrees, factor, pixels, bits ...)
+    jitter: Tensor | None  # (n, 3) float32 brightness, contrast, saturation enhancements (blend factor - 1)
     jitter_order: Tensor | None  # (n, 3) int64 the order those three apply in (0 brightness, 1 contrast, 2 saturation)
     erase: Tensor | None  # (n,) bool
     erase_box: Tensor | None  # (n, 4) int64 top, left, height, width on the output; zeros where erase is False
@@ -106,7 +118,9 @@ class BatchAugment:
     def __init__(self, spec: AugmentSpec, out_size: int) -> None:
         self.spec = spec
         self.out_size = out_size
-        # RandAugment's out-of-image colour: timm's create_transform passes img_mean = round(255 * mean).
+        self.ops = ra.OP_SETS[spec.randaugment_ops]
+        # RandAugment's out-of-image colour where it resamples bilinearly: timm's create_transform passes
+        # img_mean = round(255 * mean). (torchvision's op set fills with 0.)
         self.fill = tuple(float(min(255, round(255 * m))) for m in spec.mean)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -130,21 +144,21 @@ class BatchAugment:
         ra_op = ra_arg = None
         if s.randaugment_n:
             shape = (n, s.randaugment_n)
-            op = torch.floor(_uniform(generator, shape) * len(ra.OPS)).long()
-            applied = _uniform(generator, shape) < ra.APPLY_PROB
+            op = torch.floor(_uniform(generator, shape) * len(self.ops.ops)).long()
+            applied = _uniform(generator, shape) < s.randaugment_prob
             m, mstd = s.randaugment_m, s.randaugment_mstd
             if mstd > 100:
                 level = _uniform(generator, shape, 0.0, m)
             else:
                 level = m + mstd * torch.randn(shape, generator=generator, dtype=torch.float64)
             sign = torch.where(_uniform(generator, shape) < 0.5, -1.0, 1.0)
-            args = ra.level_args(level.clamp(0.0, ra.MAX_LEVEL), sign)  # (n, N, len(OPS))
+            args = self.ops.args(level.clamp(0.0, self.ops.max_magnitude), sign, size)  # (n, N, len(ops))
             ra_arg = args.gather(2, op[..., None]).squeeze(2).float()
             ra_op = torch.where(applied, op, -1)
 
         jitter = jitter_order = None
         if s.color_jitter:
-            jitter = _uniform(generator, (n, 3), max(0.0, 1 - s.color_jitter), 1 + s.color_jitter).float()
+            jitter = _uniform(generator, (n, 3), max(-1.0, -s.color_jitter), s.color_jitter).float()  # factor - 1
             jitter_order = _uniform(generator, (n, 3)).argsort(1)
 
         erase = erase_box = erase_noise = None
@@ -173,10 +187,10 @@ class BatchAugment:
         img = x.float()  # (B, C, H, W), integer values in [0, 255] after every op
         warp = _LazyWarp(img, box if crop_pending else None, p.flip, size, s.randaugment_n, self.fill)
         if p.ra_op is not None and p.ra_arg is not None:
-            _randaugment(warp, p.ra_op, p.ra_arg)
+            _randaugment(warp, p.ra_op, p.ra_arg, self.ops)
         img = warp.resample(torch.ones(b, dtype=torch.bool))  # (B, C, S, S)
         if p.jitter is not None and p.jitter_order is not None:
-            # torchvision's ColorJitter ops are RandAugment's Brightness, Contrast and Color with the factor given.
+            # torchvision's ColorJitter ops are RandAugment's Brightness, Contrast and Color with the enhancement given.
             for k in range(3):
                 which = p.jitter_order[:, k]
                 _apply_grouped(img, which, p.jitter.gather(1, which[:, None]).squeeze(1), _JITTER_FNS)
@@ -335,8 +349,10 @@ class _LazyWarp:
         self.active[idx, slot] = True
         self.pending[idx] = True
 
-    def resample(self, want: Tensor) -> Tensor:
-        """Resample the images in `want` (host bool (B,)) that have pending maps; returns the batch."""
+    def resample(self, want: Tensor, nearest: bool = False) -> Tensor:
+        """Resample the images in `want` (host bool (B,)) that have pending maps; returns the batch. Bilinear with the
+        fill colour blended in where an op's input is out of bounds, or with `nearest`, nearest neighbour and 0
+        outside the image (torchvision's RandAugment with its default fill)."""
         if self.crop_box is not None:
             want = torch.ones_like(want)
         sel = want & self.pending
@@ -349,30 +365,26 @@ class _LazyWarp:
         img = self.img if every else self.img.index_select(0, idx_d)
         g, _, h, w = img.shape
         total = self.total if every else self.total.index_select(0, idx_d)
-        planes = _map_centres(total, self.centres)  # (G, 2, S, S) x, y in img's centred pixels
-        if self.crop_box is not None:
-            # torchvision crops, then resizes: the samples stay inside the box and its edge pixels repeat.
-            top, left, bh, bw = _to(self.crop_box.float(), dev).unbind(1)
-            lo = torch.stack([left + 0.5 - w / 2, top + 0.5 - h / 2], 1)[:, :, None, None]  # (B, 2, 1, 1)
-            planes = torch.minimum(torch.maximum(planes, lo), lo + torch.stack([bw - 1, bh - 1], 1)[:, :, None, None])
-        # Fill masks, earliest op first as the ops were applied: (rows of the group, or None for all, mask).
-        active = self.active[idx]  # (G, N)
-        fills: list[tuple[Tensor | None, Tensor]] = []
-        if self.crop_box is None and bool((active.sum(1) == 1).all()):
-            fills.append((None, _fill_mask(planes, size)))  # one op per image: its input points are the samples
+        if nearest:
+            out = F.grid_sample(img, self._affine_grid(total, h, w), mode="nearest", padding_mode="zeros",
+                                align_corners=False)
         else:
-            for k in active.any(0).nonzero().flatten().tolist():
-                rows = _to(active[:, k].nonzero().squeeze(1), dev)
-                fills.append((rows, _fill_mask(_map_centres(self.stage[idx_d[rows], k], self.centres), size)))
-        grid = torch.empty(g, size, size, 2, device=dev)  # (G, S, S, 2), normalised for align_corners=False
-        torch.mul(planes.permute(0, 2, 3, 1), _to(torch.tensor([2 / w, 2 / h]), dev), out=grid)
-        out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        for rows, mask in fills:
-            part = out if rows is None else out.index_select(0, rows)
-            # torchvision: mask * (zero-padded sample - fill) + fill, and zero-padded sample = mask * border sample.
-            part.mul_(mask).sub_(self.fill).mul_(mask).add_(self.fill)
-            if rows is not None:
-                out.index_copy_(0, rows, part)
+            planes = _map_centres(total, self.centres)  # (G, 2, S, S) x, y in img's centred pixels
+            if self.crop_box is not None:
+                # torchvision crops, then resizes: the samples stay inside the box and its edge pixels repeat.
+                top, left, bh, bw = _to(self.crop_box.float(), dev).unbind(1)
+                lo = torch.stack([left + 0.5 - w / 2, top + 0.5 - h / 2], 1)[:, :, None, None]  # (B, 2, 1, 1)
+                hi = lo + torch.stack([bw - 1, bh - 1], 1)[:, :, None, None]
+                planes = torch.minimum(torch.maximum(planes, lo), hi)
+            grid = torch.empty(g, size, size, 2, device=dev)  # (G, S, S, 2), normalised for align_corners=False
+            torch.mul(planes.permute(0, 2, 3, 1), _to(torch.tensor([2 / w, 2 / h]), dev), out=grid)
+            out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            for rows, mask in self._fill_masks(planes, idx, idx_d):
+                part = out if rows is None else out.index_select(0, rows)
+                # torchvision: mask * (zero-padded sample - fill) + fill, and zero-padded sample = mask * border sample.
+                part.mul_(mask).sub_(self.fill).mul_(mask).add_(self.fill)
+                if rows is not None:
+                    out.index_copy_(0, rows, part)
         out = out.round_()
         if every:
             self.img = out
@@ -385,28 +397,52 @@ class _LazyWarp:
         self.crop_box = None
         return self.img
 
+    def _affine_grid(self, total: Tensor, h: int, w: int) -> Tensor:
+        """grid_sample's grid for maps total (G, 3, 3) on an h x w input, in the arithmetic of torchvision's
+        _gen_affine_grid: theta scaled to [-1, 1] first, then (x theta_x + y theta_y) + theta_1 per pixel, which is what
+        its bmm computes. Where a sample falls exactly halfway between two pixels (shears at some magnitudes meet such
+        points), the side nearest-neighbour sampling picks depends on that rounding. -> (G, S, S, 2)"""
+        theta = total[:, :2, :].transpose(1, 2) / _to(torch.tensor([0.5 * w, 0.5 * h]), total.device)  # (G, 3, 2)
+        theta = theta[:, None, None]  # (G, 1, 1, 3, 2): rows for x, y and 1
+        x, y = self.centres.view(1, 1, -1, 1), self.centres.view(1, -1, 1, 1)
+        return (x * theta[..., 0, :] + y * theta[..., 1, :]) + theta[..., 2, :]
 
-def _randaugment(warp: _LazyWarp, op: Tensor, arg: Tensor) -> None:
+    def _fill_masks(self, planes: Tensor, idx: Tensor, idx_d: Tensor) -> list[tuple[Tensor | None, Tensor]]:
+        """Where each op of images idx fills, earliest op first as the ops were applied: (rows of the group, or None
+        for all, mask (G', 1, S, S)). planes: the group's sample points (G, 2, S, S)."""
+        active = self.active[idx]  # (G, N)
+        if self.crop_box is None and bool((active.sum(1) == 1).all()):
+            return [(None, _fill_mask(planes, self.size))]  # one op per image: its input points are the samples
+        fills: list[tuple[Tensor | None, Tensor]] = []
+        for k in active.any(0).nonzero().flatten().tolist():
+            rows = _to(active[:, k].nonzero().squeeze(1), idx_d.device)
+            fills.append((rows, _fill_mask(_map_centres(self.stage[idx_d[rows], k], self.centres), self.size)))
+        return fills
+
+
+def _randaugment(warp: _LazyWarp, op: Tensor, arg: Tensor, ops: ra.OpSet) -> None:
     """Apply RandAugment slot by slot. op, arg: host (B, N) as in AugmentParams."""
     dev = warp.img.device
-    geometric = torch.tensor(ra.GEOMETRIC)
+    kinds, has_colour = ops.kinds, ops.has_colour
+    if ops.nearest:  # each op is resampled on its own, so the crop is too (bilinear, as torchvision's)
+        warp.resample(torch.ones(op.shape[0], dtype=torch.bool))
     for slot in range(op.shape[1]):
         o, a = op[:, slot], arg[:, slot]
-        is_geo = torch.isin(o, geometric)
+        kind = torch.where(o >= 0, kinds[o.clamp(min=0)], -1)
+        is_geo = kind >= 0
         if bool(is_geo.any()):
             idx = is_geo.nonzero().squeeze(1)
-            warp.compose(idx, slot, _to(ra.geometric_matrix(o[idx], a[idx], warp.size).float(), dev))
-        colour = (o >= 0) & ~is_geo
+            warp.compose(idx, slot, _to(ra.geometric_matrix(kind[idx], a[idx], warp.size).float(), dev))
+            if ops.nearest:
+                warp.resample(is_geo, nearest=True)
+        colour = (o >= 0) & has_colour[o.clamp(min=0)]
         if not bool(colour.any()):
             continue
         img = warp.resample(colour)  # a colour op needs the pixels as the ops before it left them
-        _apply_grouped(img, torch.where(colour, o, -1), a, ra.COLOUR_FNS)
+        _apply_grouped(img, torch.where(colour, o, -1), a, ops.colour_fns)
 
 
-_ImageOp = Callable[[Tensor, Tensor], Tensor]  # (G, C, H, W) images, (G, 1, 1, 1) arguments -> (G, C, H, W)
-
-
-def _apply_grouped(img: Tensor, op: Tensor, arg: Tensor, fns: Sequence[_ImageOp | None]) -> None:
+def _apply_grouped(img: Tensor, op: Tensor, arg: Tensor, fns: Sequence[ra.ImageOp | None]) -> None:
     """img[i] = fns[op[i]](img[i], arg[i]) in place, one call per op on the images that have it; op -1 leaves an image
     as it is. op, arg: host (B,). The images are sorted by op so that each op's group is a slice: one transfer of
     indices and arguments, not one per op."""

@@ -56,6 +56,22 @@ class DataConfig:
         check(self.num_workers >= 0, "num_workers", "must be >= 0")
 
 
+# RandAugment op set (harness/randaugment.py) -> the top of its magnitude scale: timm's level 0..10, or one of
+# torchvision's 31 magnitude bins 0..30. A recipe's randaugment_m is on its op set's own scale, never converted.
+RANDAUGMENT_MAX_MAGNITUDE = {"timm": 10.0, "torchvision": 30.0}
+
+
+def check_randaugment(ops: str, magnitude: float, mstd: float) -> None:
+    """A RandAugment magnitude valid for its op set (RecipeConfig's rule, also harness.augment.AugmentSpec's)."""
+    top = RANDAUGMENT_MAX_MAGNITUDE[ops]
+    check(0.0 <= magnitude <= top, "randaugment_m", f"must be in [0, {top:g}] on {ops}'s scale, got {magnitude:g}")
+    if ops == "torchvision":
+        check(float(magnitude).is_integer(), "randaugment_m",
+              f"torchvision's RandAugment takes a magnitude bin, an integer 0..30; got {magnitude:g}")
+        check(mstd == 0, "randaugment_mstd",
+              f"torchvision's RandAugment has no magnitude noise: set it to 0 (got {mstd:g})")
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     name: str | None = None         # the named recipe these fields started from
@@ -75,8 +91,10 @@ class RecipeConfig:
     translate: int = 1              # pixels of reflect padding for crop=translate
     hflip: float = 0.0              # probability
     randaugment_n: int = 0          # RandAugment ops per image (0: off)
-    randaugment_m: float = 9.0      # magnitude, 0..10 (timm scale)
-    randaugment_mstd: float = 0.5   # magnitude noise
+    randaugment_m: float = 9.0      # magnitude on the op set's scale: timm 0..10, torchvision a bin 0..30
+    randaugment_mstd: float = 0.5   # magnitude noise (timm only)
+    randaugment_prob: float = 0.5   # probability of applying each of the n ops (timm's default; torchvision's is 1)
+    randaugment_ops: Literal["timm", "torchvision"] = "timm"  # whose op set, magnitudes and resampling
     color_jitter: float = 0.0
     reprob: float = 0.0             # random erasing probability
     mixup: float = 0.0              # alpha (0: off)
@@ -88,9 +106,9 @@ class RecipeConfig:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
         check(0.0 < self.scale[0] <= self.scale[1] <= 1.0, "scale", f"must be 0 < lo <= hi <= 1, got {self.scale}")
-        for name in ("hflip", "reprob"):
+        for name in ("hflip", "reprob", "randaugment_prob"):
             check(0.0 <= getattr(self, name) <= 1.0, name, "must be a probability in [0, 1]")
-        check(0.0 <= self.randaugment_m <= 10.0, "randaugment_m", "must be in [0, 10]")
+        check_randaugment(self.randaugment_ops, self.randaugment_m, self.randaugment_mstd)
         check(self.clip_grad is None or self.clip_grad > 0, "clip_grad", "must be > 0 or null")
 
 

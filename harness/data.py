@@ -28,7 +28,8 @@ CHUNK_BYTES = 64 << 20  # augmented images a DeviceLoader prepares at once
 def augment_spec(recipe: RecipeConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> AugmentSpec:
     return AugmentSpec(crop=recipe.crop, scale=recipe.scale, translate=recipe.translate, hflip=recipe.hflip,
                        randaugment_n=recipe.randaugment_n, randaugment_m=recipe.randaugment_m,
-                       randaugment_mstd=recipe.randaugment_mstd, color_jitter=recipe.color_jitter,
+                       randaugment_mstd=recipe.randaugment_mstd, randaugment_prob=recipe.randaugment_prob,
+                       randaugment_ops=recipe.randaugment_ops, color_jitter=recipe.color_jitter,
                        reprob=recipe.reprob, mean=mean, std=std)
 
 
@@ -155,7 +156,8 @@ class HostLoader:
 
 
 def host_transform(recipe: RecipeConfig | None, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    """The per-image transform of the host path: timm's create_transform (train: the recipe's augmentation)."""
+    """The per-image transform of the host path: timm's create_transform (train: the recipe's augmentation), with
+    torchvision's RandAugment in the convmixer-cifar10 script's transform list when the recipe names that op set."""
     from timm.data import create_transform
     from torchvision import transforms as T
     if recipe is None:
@@ -164,11 +166,20 @@ def host_transform(recipe: RecipeConfig | None, size: int, mean: tuple[float, ..
         steps = [T.Resize(size), T.RandomCrop(size, padding=recipe.translate, padding_mode="reflect"),
                  T.RandomHorizontalFlip(recipe.hflip), T.ToTensor(), T.Normalize(mean, std)]
         return T.Compose(steps)
-    aa = (f"rand-m{recipe.randaugment_m:g}-n{recipe.randaugment_n}-mstd{recipe.randaugment_mstd:g}-inc1"
-          if recipe.randaugment_n else None)
     scale = recipe.scale if recipe.crop == "rrc" else (1.0, 1.0)
+    n, m, prob = recipe.randaugment_n, recipe.randaugment_m, recipe.randaugment_prob
+    if recipe.randaugment_ops == "torchvision" and n:
+        from timm.data.random_erasing import RandomErasing
+        j = recipe.color_jitter
+        # n one-op RandAugments, each applied with probability prob: RandAugment(n, m) itself when prob is 1
+        randaugment = [T.RandomApply([T.RandAugment(num_ops=1, magnitude=int(m))], p=prob) for _ in range(n)]
+        return T.Compose([T.RandomResizedCrop(size, scale=scale), T.RandomHorizontalFlip(recipe.hflip), *randaugment,
+                          T.ColorJitter(j, j, j), T.ToTensor(), T.Normalize(mean, std),
+                          RandomErasing(recipe.reprob, mode="pixel", device="cpu")])  # the device path's erasing
+    aa = f"rand-m{m:g}-n{n}-mstd{recipe.randaugment_mstd:g}-p{prob:g}-inc1" if n else None
     return create_transform(size, is_training=True, scale=scale, hflip=recipe.hflip, auto_augment=aa,
-                            color_jitter=recipe.color_jitter or None, re_prob=recipe.reprob, mean=mean, std=std)
+                            color_jitter=recipe.color_jitter or None, re_prob=recipe.reprob, re_mode="pixel",
+                            mean=mean, std=std)
 
 
 @dataclass

@@ -1,20 +1,28 @@
 """Parameters and FLOPs of a model at a given input size, and a table of them for every mixer and block.
 
-FLOPs are counted by `torch.utils.flop_counter` (convolutions, matmuls, attention), plus the real FFTs of the
-`fourier` mixer at 2.5 N log2 N; element-wise work (norms, pooling, activations) is not counted, as in timm's
-and fvcore's figures. One multiply-add is 2 FLOPs, so GMACs (the paper's unit) are GFLOPs / 2.
+FLOPs are counted by `torch.utils.flop_counter` (convolutions, matmuls, attention's QK^T and AV products), plus the
+real FFTs of the `fourier` mixer at 2.5 N log2 N; element-wise work (norms, pooling, activations, softmax, the
+fourier filter's product) is not counted, as in timm's and fvcore's figures. One multiply-add is 2 FLOPs, so GMACs
+(the paper's unit) are GFLOPs / 2.
 
-    python -m mixers.summary --dim 256 --depth 8 --patch-size 2 --kernel-size 5 --img-size 32
+The forward pass is counted on the meta device with the model's parameters and buffers swapped for meta tensors,
+so the figure depends on the model alone, not on the device it lives on or the attention kernel that device would
+pick, and counting a large model costs neither memory nor time. `FLOP_RULES` also registers the kernels the
+counter does not know (the CPU's fused attention, the FFTs), so a count of a real forward on any device agrees.
+
+    mixer-summary --dim 256 --depth 8 --patch-size 2 --kernel-size 5 --img-size 32   # the README's table
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .base import MIXERS
 from .blocks import BLOCKS
@@ -28,7 +36,17 @@ def _fft_flops(input_shape: Any, dim: Any, *args: Any, out_shape: Any = None, **
     return int(2.5 * math.prod(shape) * math.log2(max(n, 2)))
 
 
-_CUSTOM_FLOPS = {torch.ops.aten._fft_r2c: _fft_flops, torch.ops.aten._fft_c2r: _fft_flops}
+def _sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
+    """QK^T and AV: 4 N^2 C per image, the rule the counter applies to the CUDA attention kernels."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Kernels torch's counter has no rule for. Without the CPU attention kernel a CPU count leaves out 4 N^2 C per block.
+FLOP_RULES: dict[Any, Callable[..., int]] = {
+    torch.ops.aten._fft_r2c: _fft_flops,
+    torch.ops.aten._fft_c2r: _fft_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
+}
 
 
 def count_params(model: nn.Module) -> int:
@@ -37,15 +55,18 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_flops(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    """Forward FLOPs for one image of shape (C, H, W), in eval mode."""
+    """Forward FLOPs for one image of shape (C, H, W), in eval mode, counted on the meta device."""
+    meta = {name: torch.empty_like(t, device="meta")
+            for name, t in itertools.chain(model.named_parameters(), model.named_buffers())}
+    dtype = next(iter(meta.values())).dtype if meta else torch.float32
     was_training = model.training
     model.eval()
-    param = next(model.parameters())
-    x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
-    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS)
-    with counter:
-        model(x)
-    model.train(was_training)
+    counter = FlopCounterMode(display=False, custom_mapping=FLOP_RULES)
+    try:
+        with counter:
+            functional_call(model, meta, (torch.zeros(1, *input_size, device="meta", dtype=dtype),))
+    finally:
+        model.train(was_training)
     return counter.get_total_flops()
 
 
@@ -58,8 +79,8 @@ def mixer_table(**model_kwargs: Any) -> list[dict[str, Any]]:
     rows = []
     for block in BLOCKS:
         for mixer in MIXERS:
-            torch.manual_seed(0)
-            model = MixerNet(mixer=mixer, block=block, **model_kwargs)
+            with torch.device("meta"):  # sizes only: no weights to allocate or initialise
+                model = MixerNet(mixer=mixer, block=block, **model_kwargs)
             size = (model.in_chans, *model.img_size)
             rows.append({"mixer": mixer, "block": block, **summarize(model, size)})
     return rows
@@ -89,10 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    rows = mixer_table(**model_arguments(args))
-    print(f"MixerNet h={args.dim}, d={args.depth}, p={args.patch_size}, k={args.kernel_size}, "
-          f"{args.in_chans}x{args.img_size}x{args.img_size} input, {args.num_classes} classes")
-    print(format_markdown(rows))
+    print(format_markdown(mixer_table(**model_arguments(args))))  # the README's table, as it stands there
 
 
 if __name__ == "__main__":

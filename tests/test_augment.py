@@ -1,10 +1,12 @@
 """Batched augmentation (harness.augment) against a per-image torchvision reference, on real images.
 
-The reference applies the SAME sampled parameters one image at a time with torchvision.transforms.v2.functional on
-uint8 tensors, in the pipeline's order. Outputs are compared on the 0..255 scale. Where an op is exact arithmetic on
-integers the two must agree exactly; where both sides interpolate or blend in float32, the same formula evaluated in
-a different order can land on the other side of a rounding boundary, so those allow 1 grey level on a small fraction
-of pixels (the fraction is stated per test).
+The reference applies the SAME sampled parameters one image at a time with torchvision on uint8 tensors, in the
+pipeline's order: torchvision.transforms.v2.functional for crops, flips and timm's geometric ops, and the kernels of
+torchvision.transforms.functional that torchvision's RandAugment calls for the colour ops (for torchvision's op set,
+RandAugment's own op function with magnitudes from its own tables). Outputs are compared on the 0..255 scale. Colour
+ops and torchvision's nearest-neighbour geometric ops must agree exactly; where both sides interpolate in float32, the
+same formula evaluated in a different order can land on the other side of a rounding boundary, so those allow 1 grey
+level on a small fraction of pixels (the fraction is stated per test).
 """
 from __future__ import annotations
 
@@ -18,19 +20,26 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as F1
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
+from torchvision.transforms import InterpolationMode, RandAugment
+from torchvision.transforms.autoaugment import _apply_op  # what RandAugment.forward calls for each op
 
 from harness import randaugment as ra
 from harness.augment import AugmentParams, AugmentSpec, BatchAugment, BatchMix, MixParams, MixSpec, normalize
+from harness.config import RecipeConfig
+from harness.data import augment_spec
+from harness.recipes import RECIPES
 
 CIFAR_NPZ = Path(__file__).parent / "data" / "cifar10_jpegbytes_1k1k.npz"  # real CIFAR-10 JPEGs, see data/README.md
 SIZE = 32
 N = 32  # images per comparison: enough to meet every op at many magnitudes, small enough for a per-image loop
 STATS_N = 20_000  # draws for the rate checks: 4.5 sigma of a rate near 0.5 is about 0.016
 BILINEAR = InterpolationMode.BILINEAR
+TORCHVISION = ra.OP_SETS["torchvision"]
+OP_NAMES = [(ops, name) for ops, op_set in ra.OP_SETS.items() for name in op_set.names]  # every op of every set
 GREY = dict(mean=(0.5,), std=(0.5,))
 CIFAR_NORM = dict(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
@@ -74,30 +83,42 @@ def _solarize_add(img: Tensor, add: float) -> Tensor:  # timm's LUT; torchvision
     return torch.where(img < 128, (img.int() + int(add)).clamp(max=255), img.int()).to(torch.uint8)
 
 
-# timm's op (PIL) in torchvision terms. Shears and translations are about the top-left corner as in PIL, which is how
-# torchvision's own RandAugment writes them; timm's translate moves the content by -pct * size.
-REFERENCE_OPS: dict[str, Callable[[Tensor, float, list[float]], Tensor]] = {
-    "AutoContrast": lambda img, a, fill: TF.autocontrast(img),
-    "Equalize": lambda img, a, fill: TF.equalize(img),
-    "Invert": lambda img, a, fill: TF.invert(img),
+# timm's op (PIL) in torchvision terms, with the arguments in harness.randaugment's units. Shears are about the
+# top-left corner as in PIL, which is how torchvision's own RandAugment writes them; translations are the pixels the
+# content moves; the enhancements' argument is the blend factor minus 1.
+TIMM_REFERENCE: dict[str, Callable[[Tensor, float, list[float]], Tensor]] = {
+    "AutoContrast": lambda img, a, fill: F1.autocontrast(img),
+    "Equalize": lambda img, a, fill: F1.equalize(img),
+    "Invert": lambda img, a, fill: F1.invert(img),
     "Rotate": lambda img, a, fill: TF.rotate(img, a, interpolation=BILINEAR, fill=fill),
-    "PosterizeIncreasing": lambda img, a, fill: TF.posterize(img, int(a)),
-    "SolarizeIncreasing": lambda img, a, fill: img if a > 255 else TF.solarize(img, a),  # 256: no pixel is >= it
+    "PosterizeIncreasing": lambda img, a, fill: F1.posterize(img, int(a)),
+    "SolarizeIncreasing": lambda img, a, fill: img if a > 255 else F1.solarize(img, a),  # 256: no pixel is >= it
     "SolarizeAdd": lambda img, a, fill: _solarize_add(img, a),
-    "ColorIncreasing": lambda img, a, fill: TF.adjust_saturation(img, a),
-    "ContrastIncreasing": lambda img, a, fill: TF.adjust_contrast(img, a),
-    "BrightnessIncreasing": lambda img, a, fill: TF.adjust_brightness(img, a),
-    "SharpnessIncreasing": lambda img, a, fill: TF.adjust_sharpness(img, a),
+    "ColorIncreasing": lambda img, a, fill: F1.adjust_saturation(img, 1 + a),
+    "ContrastIncreasing": lambda img, a, fill: F1.adjust_contrast(img, 1 + a),
+    "BrightnessIncreasing": lambda img, a, fill: F1.adjust_brightness(img, 1 + a),
+    "SharpnessIncreasing": lambda img, a, fill: F1.adjust_sharpness(img, 1 + a),
     "ShearX": lambda img, a, fill: _affine(img, fill, shear=[math.degrees(math.atan(a)), 0.0], center=[0, 0]),
     "ShearY": lambda img, a, fill: _affine(img, fill, shear=[0.0, math.degrees(math.atan(a))], center=[0, 0]),
-    "TranslateXRel": lambda img, a, fill: _affine(img, fill, translate=[-a * img.shape[-1], 0.0]),
-    "TranslateYRel": lambda img, a, fill: _affine(img, fill, translate=[0.0, -a * img.shape[-2]]),
+    "TranslateXRel": lambda img, a, fill: _affine(img, fill, translate=[a, 0.0]),
+    "TranslateYRel": lambda img, a, fill: _affine(img, fill, translate=[0.0, a]),
 }
-JITTER = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+JITTER = (F1.adjust_brightness, F1.adjust_contrast, F1.adjust_saturation)
+TORCHVISION_SPACE = RandAugment()._augmentation_space(ra.TORCHVISION_BINS, (SIZE, SIZE))  # op -> (magnitudes, signed)
 
 
-def reference(aug: BatchAugment, x: Tensor, p: AugmentParams) -> Tensor:
-    """`aug.apply(x, p)`, one image at a time with torchvision.transforms.v2.functional."""
+def torchvision_op(img: Tensor, name: str, magnitude_bin: int, negative: bool) -> Tensor:
+    """What torchvision's RandAugment(magnitude=magnitude_bin) does when it draws op `name` and the sign `negative`,
+    with the magnitude from its own table (not from the arguments under test)."""
+    magnitudes, signed = TORCHVISION_SPACE[name]
+    magnitude = float(magnitudes[magnitude_bin]) if magnitudes.ndim > 0 else 0.0
+    return _apply_op(img, name, -magnitude if signed and negative else magnitude,
+                     interpolation=InterpolationMode.NEAREST, fill=None)  # RandAugment's defaults
+
+
+def reference(aug: BatchAugment, x: Tensor, p: AugmentParams, magnitude_bins: Tensor | None = None) -> Tensor:
+    """`aug.apply(x, p)`, one image at a time with torchvision. For torchvision's op set, `magnitude_bins` (n,) gives
+    each image's bin (default: the spec's); the sign is the argument's."""
     s, size = aug.spec, aug.out_size
     fill = [float(min(255, round(255 * m))) for m in s.mean]  # timm's create_transform: img_mean
     out, erased = [], 0
@@ -114,11 +135,17 @@ def reference(aug: BatchAugment, x: Tensor, p: AugmentParams) -> Tensor:
             img = TF.horizontal_flip(img)
         if p.ra_op is not None and p.ra_arg is not None:
             for op, arg in zip(p.ra_op[i].tolist(), p.ra_arg[i].tolist()):
-                if op >= 0:
-                    img = REFERENCE_OPS[ra.OPS[op]](img, arg, fill)
+                if op < 0:
+                    continue
+                name = aug.ops.names[op]
+                if aug.ops is TORCHVISION:
+                    bin_ = int(s.randaugment_m if magnitude_bins is None else magnitude_bins[i])
+                    img = torchvision_op(img, name, bin_, arg < 0)
+                else:
+                    img = TIMM_REFERENCE[name](img, arg, fill)
         if p.jitter is not None and p.jitter_order is not None:
             for k in p.jitter_order[i].tolist():
-                img = JITTER[k](img, float(p.jitter[i, k]))
+                img = JITTER[k](img, 1 + float(p.jitter[i, k]))
         img = TF.normalize(TF.to_dtype(img, torch.float32, scale=True), list(s.mean), list(s.std))
         if p.erase is not None and p.erase_box is not None and p.erase_noise is not None and p.erase[i]:
             t, l, h, w = p.erase_box[i].tolist()
@@ -148,51 +175,70 @@ def assert_matches(got: Tensor, want: Tensor, spec: AugmentSpec, frac_off_by_one
     assert (d > 1e-3).double().mean() <= frac_off_by_one, f"{float((d > 1e-3).double().mean()):.4%} differ"
 
 
-def forced(aug: BatchAugment, x: Tensor, op: str, seed: int = 0) -> AugmentParams:
-    """Parameters that apply `op` to every image in slot 0, at magnitudes spread over 0..10 with alternating signs."""
+def forced(aug: BatchAugment, x: Tensor, op: str, seed: int = 0) -> tuple[AugmentParams, Tensor]:
+    """Parameters that apply `op` to every image in slot 0, at magnitudes spread over the op set's scale (every one of
+    torchvision's bins) with alternating signs; and those magnitudes."""
     n = x.shape[0]
     p = aug.sample(n, x.shape[2], x.shape[3], torch.Generator().manual_seed(seed), x.device)
-    level = torch.linspace(0.0, 10.0, n, dtype=torch.float64)
+    level = torch.linspace(0.0, aug.ops.max_magnitude, n, dtype=torch.float64)
+    level = level.round() if aug.ops is TORCHVISION else level
     sign = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(n // 2 + 1)[:n]
-    arg = ra.level_args(level, sign)[:, ra.OPS.index(op)].float()
+    arg = aug.ops.args(level, sign, aug.out_size)[:, aug.ops.names.index(op)].float()
     op_idx = torch.full((n, aug.spec.randaugment_n), -1)
-    op_idx[:, 0] = ra.OPS.index(op)
-    return dataclasses.replace(p, ra_op=op_idx, ra_arg=arg[:, None].expand(n, aug.spec.randaugment_n).clone())
-
-
-# Ops whose every step is integer arithmetic or a comparison: identical to torchvision, bit for bit.
-EXACT_OPS = {"AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd"}
+    op_idx[:, 0] = aug.ops.names.index(op)
+    return dataclasses.replace(p, ra_op=op_idx, ra_arg=arg[:, None].expand(n, aug.spec.randaugment_n).clone()), level
 
 
 @pytest.mark.parametrize("data", ["cifar", "digits"])
-@pytest.mark.parametrize("op", ra.OPS)
-def test_each_randaugment_op_matches_torchvision(op: str, data: str, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("ops,op", OP_NAMES)
+def test_each_randaugment_op_matches_its_library(ops: str, op: str, data: str, request: pytest.FixtureRequest) -> None:
     x, norm = images(request, data)
-    spec = AugmentSpec(crop="none", hflip=0.0, randaugment_n=1, **norm)
+    spec = AugmentSpec(crop="none", hflip=0.0, randaugment_n=1, randaugment_ops=ops, randaugment_mstd=0.0, **norm)
     aug = BatchAugment(spec, SIZE)
-    p = forced(aug, x, op)
-    got, want = aug.apply(x, p), reference(aug, x, p)
-    # Blends and bilinear samples: float32 in another order can round the other way (seen: under 0.3% of values).
-    assert_matches(got, want, spec, frac_off_by_one=0.0 if op in EXACT_OPS else 0.01)
-    if op not in ("Invert", "AutoContrast", "Equalize", "PosterizeIncreasing"):  # level 0 is the identity for the rest
-        assert torch.equal(got[0], normalize(x[:1], spec.mean, spec.std)[0])
+    p, level = forced(aug, x, op)
+    assert ops != "torchvision" or set(level.long().tolist()) == set(range(ra.TORCHVISION_BINS))
+    got, want = aug.apply(x, p), reference(aug, x, p, level)
+    # Only timm's geometric ops interpolate: bilinear in float32 in another order (seen: under 0.3% of values off by
+    # one level). Colour ops and torchvision's nearest-neighbour ops are the same arithmetic: bit for bit.
+    bilinear = aug.ops is not TORCHVISION and aug.ops.ops[aug.ops.names.index(op)].geometric is not None
+    assert_matches(got, want, spec, frac_off_by_one=0.01 if bilinear else 0.0)
+    plain = normalize(x[:1], spec.mean, spec.std)[0]
+    if torch.allclose(want[0], plain):  # where magnitude 0 leaves the image as it is, it does so exactly here too
+        assert torch.equal(got[0], plain)
 
 
-def test_level_args_match_timm_formulas() -> None:
+def test_timm_arguments_match_timm_formulas() -> None:
     """timm's inc1 LEVEL_TO_ARG by hand at a few levels (timm is not imported: it costs seconds)."""
     level = torch.tensor([0.0, 5.0, 9.0, 10.0], dtype=torch.float64)
-    args = ra.level_args(level, torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64))
-    col = {name: args[:, i].tolist() for i, name in enumerate(ra.OPS)}
+    args = ra.OP_SETS["timm"].args(level, torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64), SIZE)
+    col = {name: args[:, i].tolist() for i, name in enumerate(ra.OP_SETS["timm"].names)}
     assert col["Rotate"] == pytest.approx([0.0, -15.0, 27.0, -30.0])
     assert col["PosterizeIncreasing"] == [4.0, 2.0, 1.0, 0.0]  # 4 - int(level / 10 * 4)
     assert col["SolarizeIncreasing"] == [256.0, 128.0, 26.0, 0.0]  # 256 - int(level / 10 * 256)
     assert col["SolarizeAdd"] == [0.0, 55.0, 99.0, 110.0]  # int(level / 10 * 110)
     for name in ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"):
-        assert col[name] == pytest.approx([1.0, 0.55, 1.81, 0.1])  # 1 +- level / 10 * 0.9, at least 0.1
+        assert col[name] == pytest.approx([0.0, -0.45, 0.81, -0.9])  # factor 1 +- level / 10 * 0.9, at least 0.1
     for name in ("ShearX", "ShearY"):
         assert col[name] == pytest.approx([0.0, -0.15, 0.27, -0.3])
     for name in ("TranslateXRel", "TranslateYRel"):
-        assert col[name] == pytest.approx([0.0, -0.225, 0.405, -0.45])
+        assert col[name] == pytest.approx([0.0, -7.2, 12.96, -14.4])  # level / 10 * 0.45 of the 32 pixels
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_torchvision_arguments_are_its_own_tables(size: int) -> None:
+    """Every bin and sign against RandAugment._augmentation_space and what _apply_op makes of each magnitude."""
+    space = RandAugment()._augmentation_space(ra.TORCHVISION_BINS, (size, size))
+    assert TORCHVISION.names == tuple(space)  # the same 14 ops, in the order its op index draws them
+    level = torch.arange(ra.TORCHVISION_BINS, dtype=torch.float64).repeat(2)
+    sign = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat_interleave(ra.TORCHVISION_BINS)
+    args = TORCHVISION.args(level, sign, size)
+    for j, (name, (magnitudes, signed)) in enumerate(space.items()):
+        for k in range(len(level)):
+            m = float(magnitudes[int(level[k])]) if magnitudes.ndim > 0 else 0.0
+            m = -m if signed and sign[k] < 0 else m
+            want = {"TranslateX": int(m), "TranslateY": int(m), "Posterize": int(m),
+                    "Solarize": math.ceil(m)}.get(name, m)  # _apply_op's int(); level >= t is level >= ceil(t)
+            assert float(args[k, j]) == want, (name, int(level[k]), float(sign[k]))
 
 
 @pytest.mark.parametrize("data", ["cifar", "digits"])
@@ -222,15 +268,16 @@ def test_resize_without_crop_matches_torchvision(digits8: Tensor) -> None:
 
 
 def test_full_pipeline_matches_torchvision_where_nothing_is_fused(cifar: Tensor) -> None:
-    """The convmixer-cifar10 recipe plus jitter and erasing. An off-by-one from one blend can grow to 2 levels through
-    the blends after it. Images with two geometric ops in a row are resampled once from the composed map instead of
-    twice (by design), which removes a blur pass; they only have to stay near the reference."""
+    """timm's RandAugment after the convmixer-cifar10 crop and flip, plus jitter and erasing. An off-by-one from one
+    bilinear op can grow to 2 levels through the blends after it. Images with two geometric ops in a row are resampled
+    once from the composed map instead of twice (by design), which removes a blur pass; they only have to stay near
+    the reference."""
     spec = AugmentSpec(crop="rrc", scale=(1.0, 1.0), hflip=0.5, randaugment_n=2, randaugment_m=9,
                        color_jitter=0.4, reprob=0.5, **CIFAR_NORM)
     aug = BatchAugment(spec, SIZE)
     p = aug.sample(N, SIZE, SIZE, torch.Generator().manual_seed(7), "cpu")
     assert p.ra_op is not None and p.erase is not None
-    fused = torch.isin(p.ra_op, torch.tensor(ra.GEOMETRIC)).all(1)
+    fused = torch.isin(p.ra_op, (aug.ops.kinds >= 0).nonzero().squeeze(1)).all(1)
     assert 0 < int(fused.sum()) < N // 4 and bool(p.erase.any())
     got, want = aug.apply(cifar, p), reference(aug, cifar, p)
     d = level_diff(got[~fused], want[~fused], spec)
@@ -243,7 +290,7 @@ def test_fused_crop_and_rotation_stay_close_to_two_resamplings(cifar: Tensor) ->
     by one bilinear pass (the composed one is sharper); the rotation's fill must land in the same place."""
     spec = AugmentSpec(crop="rrc", scale=(0.25, 0.5), hflip=0.5, randaugment_n=1, **CIFAR_NORM)
     aug = BatchAugment(spec, SIZE)
-    p = forced(aug, cifar, "Rotate", seed=5)
+    p, _ = forced(aug, cifar, "Rotate", seed=5)
     got, want = aug.apply(cifar, p), reference(aug, cifar, p)
     d = level_diff(got, want, spec)
     assert d.mean() < 4.0
@@ -312,31 +359,50 @@ def test_random_resized_crop_boxes_follow_torchvision() -> None:
     assert full.sample(8, 64, 32, torch.Generator(), "cpu").crop_box.tolist() == [[10, 0, 43, 32]] * 8
 
 
-def test_randaugment_draws() -> None:
-    def draws(m: float, mstd: float, n: int = 2000) -> AugmentParams:
-        aug = BatchAugment(AugmentSpec(crop="none", randaugment_n=2, randaugment_m=m, randaugment_mstd=mstd), SIZE)
-        return aug.sample(n, SIZE, SIZE, torch.Generator().manual_seed(11), "cpu")
+def test_convmixer_cifar10_recipe_is_torchvisions_randaugment_bit_for_bit(cifar: Tensor) -> None:
+    """The recipe's whole augmentation, two random ops per image: the public script's transform list, image by image
+    (its colour jitter and erasing are off), equals the batched one exactly."""
+    spec = augment_spec(RecipeConfig(**RECIPES["convmixer_cifar10"]), CIFAR_NORM["mean"], CIFAR_NORM["std"])
+    assert spec.randaugment_ops == "torchvision" and spec.randaugment_prob == 1.0
+    aug = BatchAugment(spec, SIZE)
+    p = aug.sample(N, SIZE, SIZE, torch.Generator().manual_seed(14), "cpu")
+    assert p.ra_op is not None and bool((p.ra_op >= 0).all()) and 0 < int(p.flip.sum()) < N
+    geometric = (aug.ops.kinds >= 0)[p.ra_op]
+    assert bool(geometric.all(1).any())  # images with two resamplings in a row are among them
+    assert_matches(aug.apply(cifar, p), reference(aug, cifar, p), spec, frac_off_by_one=0.0)
 
-    def rotate_levels(p: AugmentParams) -> Tensor:  # |Rotate argument| = level * 3 degrees
-        assert p.ra_op is not None and p.ra_arg is not None
-        return p.ra_arg[p.ra_op == ra.OPS.index("Rotate")].double().abs() / 3
 
-    p = draws(9.0, 0.5, STATS_N)
+@pytest.mark.parametrize("ops,prob", [("timm", 0.5), ("torchvision", 1.0), ("torchvision", 0.3)])
+def test_randaugment_applies_each_slot_at_its_rate_and_picks_ops_uniformly(ops: str, prob: float) -> None:
+    spec = AugmentSpec(crop="none", randaugment_n=2, randaugment_m=8, randaugment_mstd=0.0, randaugment_prob=prob,
+                       randaugment_ops=ops)
+    aug = BatchAugment(spec, SIZE)
+    p = aug.sample(STATS_N, SIZE, SIZE, torch.Generator().manual_seed(15), "cpu")
     assert p.ra_op is not None and p.ra_arg is not None
     applied = p.ra_op >= 0
-    assert binomial_ok(int(applied.sum()), 2 * STATS_N, 0.5)  # timm's per-op probability for "rand"
-    counts = torch.bincount(p.ra_op[applied], minlength=len(ra.OPS))
-    assert all(binomial_ok(int(c), int(applied.sum()), 1 / len(ra.OPS)) for c in counts)
-    level = rotate_levels(p)
+    assert binomial_ok(int(applied.sum()), 2 * STATS_N, prob)  # with prob 1: every slot, every image
+    counts = torch.bincount(p.ra_op[applied], minlength=len(aug.ops.ops))
+    assert len(counts) == len(aug.ops.ops) == (14 if ops == "torchvision" else 15)
+    assert all(binomial_ok(int(c), int(applied.sum()), 1 / len(aug.ops.ops)) for c in counts)
+    rotate = p.ra_arg[p.ra_op == aug.ops.names.index("Rotate")]  # signed at random, magnitude fixed
+    assert binomial_ok(int((rotate < 0).sum()), rotate.numel(), 0.5)
+    assert bool((rotate.abs() == (8.0 if ops == "torchvision" else 24.0)).all())  # bin 8 = 8 degrees; level 8 = 24
+
+
+def test_timm_magnitude_noise() -> None:
+    def rotate_levels(m: float, mstd: float) -> Tensor:  # |Rotate argument| = level * 3 degrees
+        aug = BatchAugment(AugmentSpec(crop="none", randaugment_n=2, randaugment_m=m, randaugment_mstd=mstd), SIZE)
+        p = aug.sample(STATS_N, SIZE, SIZE, torch.Generator().manual_seed(11), "cpu")
+        assert p.ra_op is not None and p.ra_arg is not None
+        return p.ra_arg[p.ra_op == aug.ops.names.index("Rotate")].double().abs() / 3
+
+    level = rotate_levels(9.0, 0.5)
     n = level.numel()
     assert abs(float(level.mean()) - 9.0) < 4.5 * 0.5 / math.sqrt(n)  # N(9, 0.5), clipped at 10 (2 sigma away)
     assert abs(float(level.std()) - 0.5) < 4.5 * 0.5 / math.sqrt(2 * n)
-    rot = p.ra_arg[p.ra_op == ra.OPS.index("Rotate")]
-    assert binomial_ok(int((rot < 0).sum()), rot.numel(), 0.5)
-    assert bool((rotate_levels(draws(9.0, 0.0)) == 9.0).all())
-    clipped = rotate_levels(draws(12.0, 0.5))  # timm clips magnitudes to 10
-    assert bool((clipped <= 10.0 + 1e-5).all()) and float(clipped.mean()) > 9.99
-    uniform = rotate_levels(draws(6.0, math.inf))  # mstd inf: U(0, m)
+    clipped = rotate_levels(9.8, 0.5)  # timm clips magnitudes to 10: a third of these draws
+    assert float(clipped.max()) == pytest.approx(10.0) and binomial_ok(int((clipped > 9.99999).sum()), n, 0.3446)
+    uniform = rotate_levels(6.0, math.inf)  # mstd inf: U(0, m)
     assert abs(float(uniform.mean()) - 3.0) < 4.5 * math.sqrt(36 / 12 / uniform.numel())
 
 
@@ -352,27 +418,47 @@ def test_bad_inputs_are_refused() -> None:
         normalize(x, (0.5,), (0.5,))
     with pytest.raises(ValueError, match="crop"):
         AugmentSpec(crop="center")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="randaugment_ops must be one of timm, torchvision, got 'pil'"):
+        AugmentSpec(randaugment_ops="pil")
+    with pytest.raises(ValueError, match="randaugment_prob"):
+        AugmentSpec(randaugment_prob=1.5)
+    with pytest.raises(ValueError, match=r"randaugment_m: must be in \[0, 10\] on timm's scale, got 12"):
+        AugmentSpec(randaugment_m=12)
+    with pytest.raises(ValueError, match="randaugment_m: torchvision's RandAugment takes a magnitude bin"):
+        AugmentSpec(randaugment_ops="torchvision", randaugment_m=12.5, randaugment_mstd=0.0)
+    with pytest.raises(ValueError, match="randaugment_mstd: torchvision's RandAugment has no magnitude noise"):
+        AugmentSpec(randaugment_ops="torchvision", randaugment_m=12)
+
+
+# the CUDA checks' specs: timm's op set after a zooming crop, with jitter and erasing; torchvision's on the images as
+# they are, where every op is exact arithmetic, so the two devices must agree bit for bit
+CUDA_SPECS = {
+    "timm": AugmentSpec(crop="rrc", randaugment_n=2, color_jitter=0.4, reprob=0.5, **CIFAR_NORM),
+    "torchvision": AugmentSpec(crop="none", hflip=0.5, randaugment_n=2, randaugment_ops="torchvision",
+                               randaugment_m=9, randaugment_mstd=0.0, randaugment_prob=1.0, **CIFAR_NORM),
+}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu_for_the_same_params(cifar: Tensor) -> None:
-    spec = AugmentSpec(crop="rrc", randaugment_n=2, color_jitter=0.4, reprob=0.5, **CIFAR_NORM)
+@pytest.mark.parametrize("ops", list(CUDA_SPECS))
+def test_cuda_matches_cpu_for_the_same_params(ops: str, cifar: Tensor) -> None:
+    spec = CUDA_SPECS[ops]
     aug = BatchAugment(spec, SIZE)
     p = aug.sample(N, SIZE, SIZE, torch.Generator().manual_seed(12), "cpu")
     cpu = aug.apply(cifar, p)
-    assert p.erase_noise is not None
-    gpu = aug.apply(cifar.cuda(), dataclasses.replace(p, erase_noise=p.erase_noise.cuda()))
+    noise = None if p.erase_noise is None else p.erase_noise.cuda()
+    gpu = aug.apply(cifar.cuda(), dataclasses.replace(p, erase_noise=noise))
     assert gpu.is_cuda
-    assert_matches(gpu, cpu, spec, frac_off_by_one=0.01)
+    assert_matches(gpu, cpu, spec, frac_off_by_one=0.0 if aug.ops is TORCHVISION else 0.01)
     again = aug(cifar.cuda(), torch.Generator().manual_seed(12))
     assert torch.equal(again, aug(cifar.cuda(), torch.Generator().manual_seed(12)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_batch_never_waits_for_the_device(cifar: Tensor) -> None:
+@pytest.mark.parametrize("ops", list(CUDA_SPECS))
+def test_cuda_batch_never_waits_for_the_device(ops: str, cifar: Tensor) -> None:
     """No host sync while augmenting and mixing a CUDA batch: the training loop can queue the next step meanwhile."""
-    spec = AugmentSpec(crop="rrc", randaugment_n=2, color_jitter=0.4, reprob=0.5, **CIFAR_NORM)
-    aug, mix = BatchAugment(spec, SIZE), BatchMix(MixSpec(mixup_alpha=0.8, cutmix_alpha=1.0), 10)
+    aug, mix = BatchAugment(CUDA_SPECS[ops], SIZE), BatchMix(MixSpec(mixup_alpha=0.8, cutmix_alpha=1.0), 10)
     x, y = cifar.cuda(), torch.arange(N, device="cuda") % 10
     generator = torch.Generator().manual_seed(13)
     mix(aug(x, generator), y, generator)  # first calls: lazy CUDA initialisation may sync
