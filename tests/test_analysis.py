@@ -484,7 +484,8 @@ def test_command_fails_clearly_without_a_study_file_or_with_an_unknown_axis(stud
     assert main([str(tmp_path)]) == 2
     assert "study.yaml not found" in capsys.readouterr().err
     assert main([str(study_dir), "--no-figures", "--rows", "model.mixr"]) == 2
-    assert "'model.mixr' is not a column" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: --rows: 'model.mixr' is not an axis of the study (did you mean "
+                                       "'model.mixer'?); the study's axes: model.mixer, model.patch_size\n")
 
 
 def test_axis_values_with_a_missing_value_are_ordered_once():
