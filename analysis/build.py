@@ -18,7 +18,7 @@ import pandas as pd
 from .aggregate import aggregate, group_codes
 from .files import write_atomic
 from .findings import render_findings
-from .load import Study, load_study, read_curves, read_runs, stray_runs
+from .load import Study, load_study, read_curves, read_erf, read_runs, stray_runs
 from .metrics import METRICS, PIVOT_ONLY_METRICS, TABLE_METRICS, metric
 from .pareto import pareto_mask
 from .report import render_report, status_line
@@ -143,8 +143,11 @@ def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | Non
     figure_set, problems = None, []
     if figures:
         from .figures import write_figures  # matplotlib and seaborn are only imported here
-        curves, problems = read_curves(study, runs[runs["selected"]] if spec.select_over else runs)
-        figure_set = write_figures(shown, curves, spec, axes, out / "figures")
+        in_figures = runs[runs["selected"]] if spec.select_over else runs
+        curves, problems = read_curves(study, in_figures)
+        erf, erf_problems = read_erf(study, in_figures)
+        figure_set = write_figures(shown, curves, spec, axes, out / "figures", erf)
+        problems += erf_problems
 
     built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = render_report(study, runs, shown, spec, findings, tables, figure_set, stray_runs(study), problems,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -195,6 +196,33 @@ def read_curves(study: Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[st
     curves = pd.DataFrame(records, columns=["run_id", *CURVE_COLUMNS])
     keys = runs[["run_id", *study.axes, "seed", "status"]]
     return curves.merge(keys, on="run_id", how="left"), problems
+
+
+def read_erf(study: Study, runs: pd.DataFrame) -> tuple[list[dict[str, Any]], list[str]]:
+    """The effective receptive fields of every finished run that has an erf.npz, averaged over the seeds of each
+    cell: [{axis: value ..., "init": (H, W), "trained": (H, W), "n": seeds}], and the problems met (files that do
+    not load, or whose maps do not match their cell's shape, are left out and reported)."""
+    cells: dict[tuple, dict[str, Any]] = {}
+    problems: list[str] = []
+    done = runs[runs["status"] == "done"]
+    for row in done[["run_id", *study.axes]].to_dict("records"):
+        path = study.dir / RUNS_DIR / row["run_id"] / "erf.npz"
+        if not path.exists():
+            continue
+        try:
+            with np.load(path) as npz:
+                maps = {k: np.asarray(npz[k], dtype=np.float64) for k in ("init", "trained")}
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            problems.append(f"{row['run_id']}: erf.npz is unreadable: {type(e).__name__}: {e}")
+            continue
+        key = tuple(str(row[a]) for a in study.axes)
+        cell = cells.setdefault(key, {**{a: row[a] for a in study.axes}, "init": 0.0, "trained": 0.0, "n": 0})
+        shapes = {m.shape for m in maps.values()} | ({cell["init"].shape} if cell["n"] else set())
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            problems.append(f"{row['run_id']}: erf.npz maps of shapes {sorted(shapes)}; expected one (H, W) per cell")
+            continue
+        cell.update(init=cell["init"] + maps["init"], trained=cell["trained"] + maps["trained"], n=cell["n"] + 1)
+    return [{**c, "init": c["init"] / c["n"], "trained": c["trained"] / c["n"]} for c in cells.values()], problems
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
