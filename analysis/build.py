@@ -18,7 +18,7 @@ import pandas as pd
 from .aggregate import aggregate, group_codes
 from .files import write_atomic
 from .findings import render_findings
-from .load import Study, load_study, read_curves, read_erf, read_runs, stray_runs
+from .load import Study, flatten, load_study, read_curves, read_erf, read_runs, stray_runs
 from .metrics import METRICS, PIVOT_ONLY_METRICS, TABLE_METRICS, metric
 from .pareto import pareto_mask
 from .report import render_report, status_line
@@ -85,11 +85,11 @@ def _tables(study: Study, shown: pd.DataFrame, spec: ReportSpec, axes: list[str]
     return tables
 
 
-def _compare(shown: pd.DataFrame, spec: ReportSpec, axes: list[str]) -> pd.DataFrame:
+def _compare(study: Study, shown: pd.DataFrame, spec: ReportSpec, axes: list[str]) -> pd.DataFrame:
     """`shown` with the ties to each column's best and, with a control, the comparisons with it."""
     shown = shown.join(versus_best(shown, spec.metric, [a for a in axes if a != spec.rows]))
     if spec.control:
-        shown = shown.join(versus_control(shown, spec.metric, axes, spec.control))
+        shown = shown.join(versus_control(shown, spec.metric, axes, spec.control, flatten(study.base)))
     return shown
 
 
@@ -115,7 +115,7 @@ def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | Non
         shown = reported(cells, study.axes, spec.select_over)
     else:
         shown = cells
-    shown = _compare(shown, spec, axes)
+    shown = _compare(study, shown, spec, axes)
     main = metric(spec.metric)
     sign = 1 if main.higher_is_better else -1
     shown["pareto"] = pareto_mask(shown["infer_img_s_mean"], sign * shown[f"{spec.metric}_mean"])

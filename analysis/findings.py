@@ -184,24 +184,32 @@ def render_findings(runs: pd.DataFrame, cells: pd.DataFrame, axes: Sequence[str]
         if along:
             lines.append(_trend_line(o.axis, along, m))
     if control is not None and "p_holm" in cells:
-        axis, level = control
-        compared = with_value[with_value["p_holm"].notna()]
-        others = [a for a in axes if a != axis and with_value[a].nunique(dropna=False) > 1]
-        better = compared[(compared["p_holm"] < ALPHA) & (compared["delta_vs_control"] * (
-            1 if m.higher_is_better else -1) > 0)]
-        worse = compared[(compared["p_holm"] < ALPHA)].drop(better.index)
-        describe = (lambda frame: "; ".join(f"{format_value(c[axis])}"
-                                            + (f" ({_cell_label(c, others)})" if others else "")
-                                            for c in frame.to_dict("records")) or "none")
-        lines.append(f"- **Against the control** ({axis_name(axis).lower()} {format_value(level)}): "
-                     f"{len(compared)} cells compared; significantly better: {describe(better)}; significantly "
-                     f"worse: {describe(worse)}; {len(compared) - len(better) - len(worse)} cannot be told apart.")
+        lines.append(_control_line(with_value, control, m))
     lines += _seeds_lines(with_value, cells, axes, key, m, control)
     n_stale = int(cells["n_stale"].sum())
     if n_stale:
         lines.append(f"- **{n_stale} of the runs behind these numbers were trained under other code** (stale, "
                      "marked † in the tables); see Provenance.")
     return lines + [""]
+
+
+def _control_line(cells: pd.DataFrame, control: tuple[str, Any], m: Metric) -> str:
+    """Per level of the control axis, in how many of its compared cells it is significantly better or worse."""
+    axis, level = control
+    compared = cells[cells["control_n"].notna()]
+    verdicts: dict[str, list[str]] = {"better": [], "worse": [], "cannot be told apart from it": []}
+    for value, group in compared.groupby(group_codes(compared, [axis]), sort=False):
+        name = format_value(group[axis].iloc[0])
+        significant = group["p_holm"] < ALPHA
+        better = significant & (group["delta_vs_control"] * (1 if m.higher_is_better else -1) > 0)
+        for verdict, count in (("better", better.sum()), ("worse", (significant & ~better).sum()),
+                               ("cannot be told apart from it", (~significant).sum())):
+            if count:
+                verdicts[verdict].append(f"{name} in {count} of {len(group)} cells")
+    parts = [f"significantly {v}: {', '.join(items)}" if v != "cannot be told apart from it" else
+             f"{v}: {', '.join(items)}" for v, items in verdicts.items() if items]
+    return (f"- **Against the control** ({axis_name(axis).lower()} {format_value(level)}, Welch, Holm-adjusted): "
+            + ("; ".join(parts) or "no cell could be compared") + ". Details: the table against the control.")
 
 
 def _seeds_lines(with_value: pd.DataFrame, cells: pd.DataFrame, axes: Sequence[str], key: str, m: Metric,
@@ -216,11 +224,14 @@ def _seeds_lines(with_value: pd.DataFrame, cells: pd.DataFrame, axes: Sequence[s
     if control is None or "seeds_needed" not in cells:
         return [line + f" Set `report.control` to see, per cell, how many seeds the observed spread would need "
                        f"(Welch, alpha {ALPHA}, power {POWER})."]
-    needed = with_value[with_value["seeds_needed"].notna()]
+    needed = with_value[with_value["seeds_needed"].notna() & ((with_value[f"{key}_n"] < MIN_SEEDS)
+                                                               | (with_value["control_n"] < MIN_SEEDS))]
     axis = control[0]
     others = [a for a in axes if with_value[a].nunique(dropna=False) > 1]
     items = [f"{_cell_label(c, others)}: {'more than 1000' if math.isinf(c['seeds_needed']) else int(c['seeds_needed'])}"
              f" (difference {m.format(c['delta_vs_control'])})" for c in needed.to_dict("records")]
+    if not items:
+        return [line]
     return [line + f" Seeds per cell that Welch's test (alpha {ALPHA}, power {POWER}) would need, at the observed "
-                   f"spread, to detect each cell's observed difference to {axis_name(axis).lower()} "
+                   f"spread, to detect the observed difference to {axis_name(axis).lower()} "
                    f"{format_value(control[1])}: " + "; ".join(items) + "."]

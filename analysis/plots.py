@@ -359,24 +359,27 @@ def heatmap(cells: pd.DataFrame, metric_key: str, rows: str | None, columns: str
 
 @_paper
 def receptive_fields(erf: Sequence[dict[str, Any]], axes: Sequence[str]) -> Figure:
-    """Effective receptive fields of one mixer's cells: at initialisation (top row) and trained (bottom row), a
-    column per combination of the other axes, each map the mean over seeds divided by its maximum."""
+    """Effective receptive fields of one mixer's cells: at initialisation (left) and trained (right), a row per
+    combination of the other axes, each map the mean over seeds divided by its maximum."""
     if not erf:
         raise PlotSkipped("no finished run has an erf.npz")
     frame = pd.DataFrame([{a: e[a] for a in axes} | {"_i": i} for i, e in enumerate(erf)])
     panels = _panels(frame, axes)
-    fig, axs = _grid(2 * len(panels), 1.25, per_row=len(panels), width=min(DOUBLE, 0.6 + 1.3 * len(panels)))
+    fig, axs = _grid(2 * len(panels), 1.25, per_row=2, width=SINGLE)
     image = None
-    for j, (title, group) in enumerate(panels):
+    for k, (title, group) in enumerate(panels):
         maps = [erf[i] for i in group["_i"]]
-        for row, (stage, label) in enumerate((("init", "initialisation"), ("trained", "trained"))):
-            ax = axs[row * len(panels) + j]
+        for j, stage in enumerate(("init", "trained")):
+            ax = axs[2 * k + j]
             field = np.mean([e[stage] for e in maps], axis=0)
             image = ax.imshow(field / field.max() if field.max() > 0 else field, cmap="viridis", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
-            seeds = sum(e["n"] for e in maps)
-            ax.set_title(f"{title}\n{label}, n={seeds}" if title else f"{label}, n={seeds}")
+            if k == 0:
+                ax.set_title({"init": "Initialisation", "trained": "Trained"}[stage])
+        label = "\n".join([*title.split(", "), f"n={sum(e['n'] for e in maps)} seeds"]) if title else \
+            f"n={sum(e['n'] for e in maps)} seeds"
+        axs[2 * k].set_ylabel(label)
     fig.colorbar(image, ax=axs, label="Gradient magnitude\n(relative to max)", shrink=0.8)
     return fig

@@ -2,13 +2,14 @@
 the control level on the control axis and the same values on every other axis), and every entry against the best
 entry of its column. Welch's t-test over seeds, p-values adjusted with Holm's method across the whole table.
 
-An axis that a cell's model ignores (n/a) matches any value, when exactly one control cell is left: attention
-(kernel size n/a) is compared with a pooling control at each kernel size, and a dwconv cell with an attention
-control. Where that leaves several candidates, or none, the cell is not compared and its columns stay empty.
+An axis that a cell's model ignores (n/a) matches any value: a dwconv cell is compared with an attention control
+(kernel size n/a). Where that leaves several control cells (attention against a dwconv control at kernel sizes 3,
+5 and 7), the one at the study's base value of the ignored axis is taken (the kernel size in `base`); where there
+is none, the cell is not compared and its columns stay empty.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,10 @@ def _matches(a: Any, b: Any) -> bool:
     return a is NA or b is NA or cell_key(a) == cell_key(b)
 
 
-def control_partners(cells: pd.DataFrame, axes: Sequence[str], control: tuple[str, Any]) -> list[int | None]:
-    """The position in `cells` of each cell's control cell; None for control cells and cells without one."""
+def control_partners(cells: pd.DataFrame, axes: Sequence[str], control: tuple[str, Any],
+                     base: Mapping[str, Any]) -> list[int | None]:
+    """The position in `cells` of each cell's control cell; None for control cells and cells without one.
+    `base`: the study's base config as dotted keys (the values an n/a axis is matched at)."""
     axis, level = control
     others = [a for a in axes if a != axis]
     is_control = [cell_key(v) == cell_key(level) for v in cells[axis]]
@@ -41,6 +44,9 @@ def control_partners(cells: pd.DataFrame, axes: Sequence[str], control: tuple[st
             partners.append(None)
             continue
         found = [j for j in candidates if all(_matches(record[a], records[j][a]) for a in others)]
+        if len(found) > 1:
+            found = [j for j in found if all(cell_key(records[j][a]) == cell_key(base.get(a)) for a in others
+                                             if record[a] is NA)]
         partners.append(found[0] if len(found) == 1 else None)
     return partners
 
@@ -50,10 +56,11 @@ def _stats(cells: pd.DataFrame, key: str, i: int) -> tuple[float, float, int]:
     return float(row[f"{key}_mean"]), float(row[f"{key}_std"]), int(row[f"{key}_n"])
 
 
-def versus_control(cells: pd.DataFrame, key: str, axes: Sequence[str], control: tuple[str, Any]) -> pd.DataFrame:
+def versus_control(cells: pd.DataFrame, key: str, axes: Sequence[str], control: tuple[str, Any],
+                   base: Mapping[str, Any]) -> pd.DataFrame:
     """CONTROL_COLUMNS for every cell, in `key`'s raw units (delta = cell - control); NaN where not compared."""
     out = pd.DataFrame(np.nan, index=cells.index, columns=CONTROL_COLUMNS)
-    for i, j in enumerate(control_partners(cells, axes, control)):
+    for i, j in enumerate(control_partners(cells, axes, control, base)):
         if j is None:
             continue
         (mean_a, std_a, n_a), (mean_b, std_b, n_b) = _stats(cells, key, i), _stats(cells, key, j)

@@ -156,7 +156,10 @@ def pivot_table(cells: pd.DataFrame, key: str, rows: str | None, columns: str | 
     records = cells[list(dict.fromkeys(wanted))].to_dict("records")
     by_key = {(tuple(format_value(c[k]) for k in row_keys), format_value(c[columns]) if columns else ""): c
               for c in records}
+    # rows block by block (the outer axes' values), each block in order of first appearance
     row_labels = list(dict.fromkeys(r for r, _ in by_key))
+    first = {r[:len(outer)]: i for i, r in reversed(list(enumerate(row_labels)))}
+    row_labels.sort(key=lambda r: first[r[:len(outer)]])
     column_labels = list(dict.fromkeys(c for _, c in by_key))
 
     def entry(cell: dict[str, Any]) -> Entry:
