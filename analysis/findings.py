@@ -217,7 +217,7 @@ def _seeds_lines(with_value: pd.DataFrame, cells: pd.DataFrame, axes: Sequence[s
     fewest = int(with_value[f"{key}_n"].min())
     if fewest >= MIN_SEEDS:
         return []
-    line = (f"- **Seeds**: some cells have only {fewest} finished seed{'s' if fewest > 1 else ''}; with fewer than "
+    line = (f"- **Seeds**: cells have as few as {fewest} finished seed{'s' if fewest > 1 else ''}; with fewer than "
             f"{MIN_SEEDS} per cell no difference can be established.")
     if fewest < 2 and int(with_value[f"{key}_n"].max()) < 2:
         return [line + " With one seed the spread is unknown, so the seeds a difference needs cannot be estimated."]
