@@ -50,8 +50,8 @@ def aggregate(runs: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], fac
     """One row per cell, in the order cells first appear in `runs`.
 
     Columns: `by`, n_runs, n_<status> for every status seen or known, status, status_detail, n_stale, the
-    CELL_FACTS and `facts` (config columns shared by a cell's runs, e.g. the width a matched study solved), then per metric <m>_mean, <m>_std (ddof=1), <m>_n, <m>_ci95_lo and <m>_ci95_hi (NaN below two
-    values).
+    CELL_FACTS and `facts` (config columns shared by a cell's runs, e.g. the width a matched study solved), then
+    per metric <m>_mean, <m>_std (ddof=1), <m>_n, <m>_ci95_lo and <m>_ci95_hi (NaN below two values).
     """
     by = list(by)
     cell = group_codes(runs, by)

@@ -58,8 +58,8 @@ def plan(cells: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec, axes: Sequ
         "hatched cells have no value yet (their status is printed where there is room).")
     by_mixer = MIXER in axes
     groups: dict[str, list[dict[str, Any]]] = {}
-    for field in erf:
-        groups.setdefault(f"erf_{format_value(field[MIXER])}" if by_mixer else "erf", []).append(field)
+    for receptive in erf:
+        groups.setdefault(f"erf_{format_value(receptive[MIXER])}" if by_mixer else "erf", []).append(receptive)
     for name, fields in groups.items():
         figures[name] = (
             lambda fields=fields: receptive_fields(fields, [a for a in axes if a != MIXER]),

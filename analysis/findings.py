@@ -228,7 +228,8 @@ def _seeds_lines(with_value: pd.DataFrame, cells: pd.DataFrame, axes: Sequence[s
                                                                | (with_value["control_n"] < MIN_SEEDS))]
     axis = control[0]
     others = [a for a in axes if with_value[a].nunique(dropna=False) > 1]
-    items = [f"{_cell_label(c, others)}: {'more than 1000' if math.isinf(c['seeds_needed']) else int(c['seeds_needed'])}"
+    items = [f"{_cell_label(c, others)}: "
+             f"{'more than 1000' if math.isinf(c['seeds_needed']) else int(c['seeds_needed'])}"
              f" (difference {m.format(c['delta_vs_control'])})" for c in needed.to_dict("records")]
     if not items:
         return [line]

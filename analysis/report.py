@@ -63,7 +63,8 @@ def _code_versions(study: Study, runs: pd.DataFrame) -> list[str]:
     cell and run counts; runs of other code are stale."""
     lines = []
     if study.code:
-        lines.append(f"- Code of the latest submission: {_code(*(study.code.get(k) for k in ('commit', 'dirty', 'source')))}")
+        code = _code(*(study.code.get(k) for k in ("commit", "dirty", "source")))
+        lines.append(f"- Code of the latest submission: {code}")
     done = runs[runs["status"] == "done"]
     if done.empty:
         return lines
