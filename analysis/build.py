@@ -15,18 +15,24 @@ from typing import TextIO
 
 import pandas as pd
 
-from .aggregate import aggregate
+from .aggregate import aggregate, group_codes
 from .files import write_atomic
-from .load import Study, load_study, read_curves, read_runs, stray_runs
+from .findings import render_findings
+from .load import Study, flatten, load_study, read_curves, read_erf, read_runs, stray_runs
 from .metrics import METRICS, PIVOT_ONLY_METRICS, TABLE_METRICS, metric
 from .pareto import pareto_mask
 from .report import render_report, status_line
+from .selection import reported, select
+from .significance import versus_best, versus_control
 from .spec import ReportSpec, resolve_spec
-from .tables import Table, cells_table, pivot_table, to_latex, to_markdown
+from .tables import Table, cells_table, pivot_table, selection_table, significance_table, to_latex, to_markdown
 
 # Columns that hold whole numbers but turn float when some runs lack them; written as integers in the CSV.
-_INTEGER_COLUMNS = ("attempts", "last_epoch", "diverged_epoch", "epochs", "params", "flops", "peak_mem_bytes",
-                    "cpu_count", "infer_batch_size", "train_batch_size")
+_INTEGER_COLUMNS = ("attempts", "last_epoch", "diverged_epoch", "epochs", "selected_epoch", "params", "flops",
+                    "peak_mem_bytes", "cpu_count", "infer_batch_size", "train_batch_size", "train_size", "val_size",
+                    "test_size", "data_seed", "control_n", "seeds_needed")
+# The comparison with the control, repeated on each run of a cell in summary.csv (tables/cells.csv has them too).
+RUN_COMPARISON_COLUMNS = ["delta_vs_control", "delta_ci_low", "delta_ci_high", "p_value", "p_holm"]
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,27 @@ def _parquet(frame: pd.DataFrame, path: Path) -> Path | None:
     return write_atomic(path, buffer.getvalue())
 
 
-def _tables(study: Study, cells: pd.DataFrame, spec: ReportSpec) -> list[Table]:
-    """The main metric's pivot, the pivots of the other table metrics that have any value, and the cells table."""
+def _tables(study: Study, shown: pd.DataFrame, spec: ReportSpec, axes: list[str]) -> list[Table]:
+    """The main metric's pivot (with its significance marks), the pivots of the other table metrics that have any
+    value, the cells table, and the significance and selection tables where the study asks for them."""
     keys = list(dict.fromkeys([spec.metric, *TABLE_METRICS, *PIVOT_ONLY_METRICS]))
-    keys = [k for k in keys if k == spec.metric or (cells[f"{k}_n"] > 0).any()]
-    tables = [pivot_table(cells, k, spec.rows, spec.columns, study.axes, study.name) for k in keys]
-    return tables + [cells_table(cells, spec.metric, study.axes, study.name)]
+    keys = [k for k in keys if k == spec.metric or (shown[f"{k}_n"] > 0).any()]
+    tables = [pivot_table(shown, k, spec.rows, spec.columns, axes, study.name, compared=k == spec.metric,
+                          control=spec.control) for k in keys]
+    tables.append(cells_table(shown, spec.metric, study.axes, study.name))
+    if spec.control:
+        tables.append(significance_table(shown, spec.metric, axes, spec.control, study.name))
+    if spec.select_over:
+        tables.append(selection_table(shown, spec.select_over, spec.select_metric, study.axes, study.name))
+    return tables
+
+
+def _compare(study: Study, shown: pd.DataFrame, spec: ReportSpec, axes: list[str]) -> pd.DataFrame:
+    """`shown` with the ties to each column's best and, with a control, the comparisons with it."""
+    shown = shown.join(versus_best(shown, spec.metric, [a for a in axes if a != spec.rows]))
+    if spec.control:
+        shown = shown.join(versus_control(shown, spec.metric, axes, spec.control, flatten(study.base)))
+    return shown
 
 
 def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | None = None,
@@ -82,18 +103,38 @@ def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | Non
     """
     study = load_study(Path(study_dir))
     runs = read_runs(study)
-    spec = resolve_spec(study, runs.columns, rows, columns, metric_key)
+    spec = resolve_spec(study, rows, columns, metric_key)
     out = study.dir
+    by = list(dict.fromkeys([*study.axes, *spec.keys()]))
+    axes = [a for a in study.axes if a not in spec.select_over]  # what the tables pivot and the figures plot
+
+    solved = [study.match["solve"]] if study.match.get("solve") in runs else []
+    cells = aggregate(runs, by, list(METRICS), facts=solved)
+    if spec.select_over:
+        cells = select(cells, study.axes, spec.select_over, spec.select_metric)
+        shown = reported(cells, study.axes, spec.select_over)
+    else:
+        shown = cells
+    shown = _compare(study, shown, spec, axes)
+    main = metric(spec.metric)
+    sign = 1 if main.higher_is_better else -1
+    shown["pareto"] = pareto_mask(shown["infer_img_s_mean"], sign * shown[f"{spec.metric}_mean"])
+    if spec.select_over:  # every cell, with what selection and the comparisons made of the chosen ones
+        chosen = shown[shown["selected"]]
+        cells = cells.join(chosen[chosen.columns.difference(cells.columns)])
+    else:
+        cells = shown
+    cells_csv = write_atomic(out / "tables" / "cells.csv", _csv(cells))
+
+    run_cells = group_codes(runs, by)
+    comparison = [c for c in RUN_COMPARISON_COLUMNS if c in cells] + (["selected"] if spec.select_over else [])
+    runs = runs.join(cells[comparison].iloc[run_cells].set_axis(runs.index))
     summary_csv = write_atomic(out / "summary.csv", _csv(runs))
     summary_parquet = _parquet(runs, out / "summary.parquet")
 
-    cells = aggregate(runs, list(dict.fromkeys([*study.axes, *spec.keys()])), list(METRICS))
-    main = metric(spec.metric)
-    sign = 1 if main.higher_is_better else -1
-    cells["pareto"] = pareto_mask(cells["infer_img_s_mean"], sign * cells[f"{spec.metric}_mean"])
-    cells_csv = write_atomic(out / "tables" / "cells.csv", _csv(cells))
-
-    tables = _tables(study, cells, spec)
+    in_shown = runs["status"].eq("done") & (runs["selected"] if spec.select_over else True)
+    findings = render_findings(runs[in_shown], shown, axes, spec.metric, main, spec.rows, spec.control)
+    tables = _tables(study, shown, spec, axes)
     table_paths = []
     for table in tables:
         table_paths.append(write_atomic(out / "tables" / f"{table.name}.tex", to_latex(table)))
@@ -102,11 +143,15 @@ def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | Non
     figure_set, problems = None, []
     if figures:
         from .figures import write_figures  # matplotlib and seaborn are only imported here
-        curves, problems = read_curves(study, runs)
-        figure_set = write_figures(cells, curves, spec, study.axes, out / "figures")
+        in_figures = runs[runs["selected"]] if spec.select_over else runs
+        curves, problems = read_curves(study, in_figures)
+        erf, erf_problems = read_erf(study, in_figures)
+        figure_set = write_figures(shown, curves, spec, axes, out / "figures", erf)
+        problems += erf_problems
 
     built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = render_report(study, runs, cells, spec, tables, figure_set, stray_runs(study), problems, built_at)
+    text = render_report(study, runs, shown, spec, findings, tables, figure_set, stray_runs(study), problems,
+                         built_at)
     report_md = write_atomic(out / "report.md", text)
     paths = ReportPaths(
         study_dir=out, summary_csv=summary_csv, summary_parquet=summary_parquet, cells_csv=cells_csv,

@@ -12,25 +12,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 STUDY_FILE = "study.yaml"
 RUNS_DIR = "runs"
 
-# Statuses of a run still on its way (in state.json).
-ACTIVE = ("running", "queued", "pending")
+# The ledger's statuses (state.json) of a run on its way or resumable: its results are still to come.
+ACTIVE = ("submitting", "queued", "running", "interrupted")
 
-RESULT_METRICS = ["test_top1", "test_top5", "test_loss", "train_top1", "train_loss", "best_test_top1", "epochs"]
+RESULT_METRICS = ["train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "test_loss", "test_top1",
+                  "test_top5", "selected_epoch", "val_top1_selected", "test_top1_selected", "test_top5_selected",
+                  "epochs"]
+DATA_KEYS = ["train_size", "val_size", "test_size", "val_fraction", "data_seed"]  # result.json `data`
 SETTING_FIELDS = ["layout", "precision", "compiled", "batch_size"]  # of a throughput measurement
 ENV_KEYS = ["device", "device_name", "torch", "cuda", "python", "hostname", "cpu_count"]
 
-RUN_COLUMNS = ["run_id", "status", "reason", "attempts", "last_epoch", "diverged_epoch", "job_ids", "updated"]
+RUN_COLUMNS = ["run_id", "status", "reason", "attempts", "last_epoch", "diverged_epoch", "job_ids", "updated",
+               "ignored", "stale"]
 METRIC_COLUMNS = [*RESULT_METRICS, "params", "flops", "infer_img_s", "train_img_s", "peak_mem_bytes", "mem_kind",
                   "wall_s", "train_s"]
 SETTING_COLUMNS = [f"{mode}_{field}" for mode in ("infer", "train") for field in SETTING_FIELDS]
-ENV_COLUMNS = [*ENV_KEYS, "commit", "dirty", "finished_at"]
-CURVE_COLUMNS = ["epoch", "test_top1", "test_top5", "test_loss", "train_top1", "train_loss"]
+ENV_COLUMNS = [*DATA_KEYS, *ENV_KEYS, "commit", "dirty", "source", "finished_at"]
+CURVE_COLUMNS = ["epoch", "train_top1", "train_loss", "val_top1", "val_top5", "val_loss", "test_top1", "test_top5",
+                 "test_loss"]
 
 # libyaml's loader when present: a 1,000-cell study.yaml takes seconds with the pure-Python one.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -38,6 +44,27 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 class StudyError(Exception):
     """A folder that cannot be reported on: no readable study.yaml, or one without the contract's fields."""
+
+
+class NotApplicable:
+    """The value of an axis that a cell's model does not use (study.yaml lists the axis in the cell's `ignored`):
+    printed "n/a", one value of its own, never equal to a real one (None stays "none": a real null setting)."""
+
+    _instance: NotApplicable | None = None
+
+    def __new__(cls) -> NotApplicable:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "n/a"
+
+    def __reduce__(self) -> str:
+        return "NA"  # copies and pickles stay the one instance
+
+
+NA = NotApplicable()
 
 
 @dataclass(frozen=True)
@@ -49,8 +76,19 @@ class Study:
     seeds: list[int]
     base: dict[str, Any]            # the resolved base run config
     report: dict[str, Any]          # the study's `report` section, possibly empty
-    cells: list[dict[str, Any]]     # {"run_id": str, "params": {axis or "seed": value}}, one per planned run
-    code: dict[str, Any]
+    cells: list[dict[str, Any]]     # {"run_id", "params": {axis or "seed": value}, "ignored": [axis, ...]}
+    code: dict[str, Any]            # of the latest submission: {"commit", "dirty", "source"}
+    select: dict[str, Any]          # {"metric": val_top1, "over": [axis, ...]}, or empty
+    match: dict[str, Any]           # {"params" | "flops": target, "solve": axis}, or empty
+
+    @property
+    def file(self) -> Path:
+        return self.dir / STUDY_FILE
+
+    def values(self, axis: str) -> list[Any]:
+        """The distinct values of an axis over the planned cells, in grid order (n/a ones left out)."""
+        return list(dict.fromkeys(cell["params"].get(axis) for cell in self.cells
+                                  if axis not in (cell.get("ignored") or [])))
 
 
 def load_study(study_dir: Path) -> Study:
@@ -68,8 +106,15 @@ def load_study(study_dir: Path) -> Study:
         raise StudyError(f"{path}: `cells` lists no planned runs; the study runner writes one per run")
     for i, cell in enumerate(cells):
         if not (isinstance(cell, dict) and isinstance(cell.get("run_id"), str)
-                and isinstance(cell.get("params"), dict)):
-            raise StudyError(f"{path}: cells[{i}] needs a run_id and a params mapping, got {cell!r}")
+                and isinstance(cell.get("params"), dict) and isinstance(cell.get("ignored") or [], list)):
+            raise StudyError(f"{path}: cells[{i}] needs a run_id, a params mapping and optionally an `ignored` "
+                             f"list, got {cell!r}")
+    sections = {key: raw.get(key) or {} for key in ("report", "code", "select", "match")}
+    for key, value in sections.items():
+        if not isinstance(value, dict):
+            raise StudyError(f"{path}: `{key}` must be a mapping, got {type(value).__name__}")
+    if raw.get("solve") and "solve" not in sections["match"]:  # `solve` may stand beside `match` or inside it
+        sections["match"] = {**sections["match"], "solve": raw["solve"]}
     return Study(
         dir=Path(study_dir),
         name=str(raw.get("name") or Path(study_dir).name),
@@ -77,9 +122,8 @@ def load_study(study_dir: Path) -> Study:
         axes=[str(a) for a in raw.get("axes") or []],
         seeds=list(raw.get("seeds") or []),
         base=raw.get("base") or {},
-        report=raw.get("report") or {},
         cells=cells,
-        code=raw.get("code") or {},
+        **sections,
     )
 
 
@@ -99,7 +143,11 @@ def scalar(value: Any) -> Any:
 
 
 def read_runs(study: Study) -> pd.DataFrame:
-    """The tidy table: one row per planned run, columns axes, seed, the rest of the config, run state, metrics, env."""
+    """The tidy table: one row per planned run, columns axes, seed, the rest of the config, run state, metrics, env.
+
+    An axis a cell ignores holds NA. `stale` is True for a finished run whose code (`code.source`, the hash of the
+    toolkit's source) differs from the study's latest submission, or is unknown while the study's is known.
+    """
     rows = [_run_row(study, cell) for cell in study.cells]
     frame = pd.DataFrame(rows)
     known = set(RUN_COLUMNS + METRIC_COLUMNS + SETTING_COLUMNS + ENV_COLUMNS)
@@ -150,6 +198,33 @@ def read_curves(study: Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[st
     return curves.merge(keys, on="run_id", how="left"), problems
 
 
+def read_erf(study: Study, runs: pd.DataFrame) -> tuple[list[dict[str, Any]], list[str]]:
+    """The effective receptive fields of every finished run that has an erf.npz, averaged over the seeds of each
+    cell: [{axis: value ..., "init": (H, W), "trained": (H, W), "n": seeds}], and the problems met (files that do
+    not load, or whose maps do not match their cell's shape, are left out and reported)."""
+    cells: dict[tuple, dict[str, Any]] = {}
+    problems: list[str] = []
+    done = runs[runs["status"] == "done"]
+    for row in done[["run_id", *study.axes]].to_dict("records"):
+        path = study.dir / RUNS_DIR / row["run_id"] / "erf.npz"
+        if not path.exists():
+            continue
+        try:
+            with np.load(path) as npz:
+                maps = {k: np.asarray(npz[k], dtype=np.float64) for k in ("init", "trained")}
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            problems.append(f"{row['run_id']}: erf.npz is unreadable: {type(e).__name__}: {e}")
+            continue
+        key = tuple(str(row[a]) for a in study.axes)
+        cell = cells.setdefault(key, {**{a: row[a] for a in study.axes}, "init": 0.0, "trained": 0.0, "n": 0})
+        shapes = {m.shape for m in maps.values()} | ({cell["init"].shape} if cell["n"] else set())
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            problems.append(f"{row['run_id']}: erf.npz maps of shapes {sorted(shapes)}; expected one (H, W) per cell")
+            continue
+        cell.update(init=cell["init"] + maps["init"], trained=cell["trained"] + maps["trained"], n=cell["n"] + 1)
+    return [{**c, "init": c["init"] / c["n"], "trained": c["trained"] / c["n"]} for c in cells.values()], problems
+
+
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(content, None), (None, None) when the file does not exist, or (None, why) when it cannot be used."""
     try:
@@ -184,7 +259,7 @@ def _status(result: dict[str, Any] | None, result_error: str | None, state: dict
         status, reason = result.get("status"), result.get("reason")
         if not isinstance(status, str):
             return "unreadable", "result.json: no status"
-        if status != "done" and _get(state, "status") in ACTIVE:  # resubmitted: its old result is not the news
+        if status != "done" and _get(state, "status") in (*ACTIVE, "new"):  # resubmitted: the old result is old
             return state["status"], f"requeued after {status}" + (f": {reason}" if reason else "")
         return status, reason
     if state_error:
@@ -209,10 +284,13 @@ def _run_row(study: Study, cell: dict[str, Any]) -> dict[str, Any]:
     status, reason = _status(result, result_error, state, state_error)
     reason = "; ".join(r for r in (reason, config_error) if r) or None
 
+    ignored = cell.get("ignored") or []
     row: dict[str, Any] = flatten(config if isinstance(config, dict) else study.base)
-    row.update({key: scalar(value) for key, value in params.items()})
+    row.update({key: NA if key in ignored else scalar(value) for key, value in params.items()})
+    source = _get(result, "code", "source")
     row.update(
-        run_id=run_id, status=status, reason=reason,
+        run_id=run_id, status=status, reason=reason, ignored=",".join(ignored) or None,
+        stale=status == "done" and bool(study.code.get("source")) and source != study.code["source"],
         attempts=_number(_get(state, "attempts")), last_epoch=_number(_get(state, "last_epoch")),
         diverged_epoch=_number(_get(result, "diverged_epoch")),
         job_ids=",".join(map(str, _get(state, "job_ids") or [])) or None, updated=_get(state, "updated"),
@@ -228,8 +306,9 @@ def _run_row(study: Study, cell: dict[str, Any]) -> dict[str, Any]:
         peak_mem_bytes=_number(_get(result, "memory", "peak_bytes")), mem_kind=_get(result, "memory", "kind"),
         wall_s=_number(_get(result, "timing", "wall_s")), train_s=_number(_get(result, "timing", "train_s")),
         finished_at=result.get("finished_at"),
-        commit=_get(result, "code", "commit"), dirty=_get(result, "code", "dirty"),
+        commit=_get(result, "code", "commit"), dirty=_get(result, "code", "dirty"), source=source,
     )
+    row.update({key: _get(result, "data", key) for key in DATA_KEYS})
     for mode in ("infer", "train"):
         setting = _get(result, "throughput", f"{mode}_setting")
         row.update({f"{mode}_{field}": scalar(_get(setting, field)) for field in SETTING_FIELDS})

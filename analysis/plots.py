@@ -2,8 +2,9 @@
 
 Each function returns a matplotlib Figure, or raises PlotSkipped saying why when what it plots does not vary or
 has no data yet. Axes that the figure does not encode but that vary in the study get one panel per value
-combination, so that no two cells are ever averaged together. matplotlib and seaborn are imported inside the
-functions: building only the tables never pays for them.
+combination, so that no two cells are ever averaged together. Every mean drawn carries its 95% Student t interval
+over seeds (error bars or a band); colours come from `palette` (fixed per mixer). matplotlib and seaborn are
+imported inside the functions: building only the tables never pays for them.
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .load import ACTIVE, CURVE_COLUMNS
+from .load import ACTIVE, NA
 from .metrics import axis_label, axis_name, metric
+from .palette import palette
 from .pareto import pareto_mask
+from .stats import t_quantile
 from .tables import NOT_IN_GRID, format_value
 
 if TYPE_CHECKING:
@@ -29,6 +32,9 @@ SINGLE, DOUBLE = 3.3, 6.9   # inches: one column and the full width of a two-col
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 HEATMAP_CHAR = 0.06         # inches per character of 7 pt text, to size heatmap cells that print their values
 CURVE_STATUSES = ("done", *ACTIVE)
+SPLITS = {"train": "Train", "val": "Validation", "test": "Test"}
+# TrueType (Type 42) fonts in PDF and PostScript, as publishers ask; set while drawing *and* while saving
+FONT_RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
 
 class PlotSkipped(Exception):
@@ -43,23 +49,32 @@ def _paper(plot: Callable[..., Figure]) -> Callable[..., Figure]:
         import seaborn as sns
         rc = {**sns.axes_style("whitegrid"), "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8,
               "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7, "legend.title_fontsize": 7,
-              "lines.linewidth": 1.2, "pdf.fonttype": 42}  # 42: TrueType in PDFs, as publishers ask
+              "lines.linewidth": 1.2, **FONT_RC}
         with mpl.rc_context(rc):
             return plot(*args, **kwargs)
     return styled
 
 
 def _order(values: Sequence[Any]) -> list[Any]:
-    """Distinct values in order of appearance, numbers sorted; missing values (None, NaN) once, last."""
-    missing = [v for v in values if v is None or (isinstance(v, float) and v != v)]
-    distinct = list(dict.fromkeys(v for v in values if not (v is None or (isinstance(v, float) and v != v))))
+    """Distinct values in order of appearance, numbers sorted; missing values (None, NaN) once, then n/a, last."""
+    def missing(v: Any) -> bool:
+        return v is None or (isinstance(v, float) and v != v)
+    distinct = list(dict.fromkeys(v for v in values if not missing(v) and v is not NA))
     numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in distinct)
-    return (sorted(distinct) if numeric else distinct) + missing[:1]
+    return ((sorted(distinct) if numeric else distinct) + [v for v in values if missing(v)][:1]
+            + ([NA] if any(v is NA for v in values) else []))
 
 
-def _palette(labels: Sequence[str]) -> dict[str, Any]:
-    import seaborn as sns
-    return dict(zip(labels, sns.color_palette("colorblind" if len(labels) <= 10 else "husl", len(labels))))
+def _half_ci(std: pd.Series | np.ndarray, n: pd.Series | np.ndarray) -> np.ndarray:
+    """Half-widths of 95% Student t intervals of means; 0 where fewer than two values give no interval."""
+    std, n = np.asarray(std, dtype=float), np.asarray(n, dtype=float)
+    t = np.array([t_quantile(0.975, int(k) - 1) if k >= 2 else np.nan for k in n])
+    half = t * std / np.sqrt(np.maximum(n, 1))
+    return np.where(np.isfinite(half), half, 0.0)
+
+
+def _colours(labels: Sequence[str], hue: str | None) -> dict[str, str]:
+    return palette(labels, hue) if hue else {label: palette(["all"], None)["all"] for label in labels}
 
 
 def _hue_labels(frame: pd.DataFrame, hue: str | None, hue_order: Sequence[Any] | None) -> list[str]:
@@ -130,8 +145,9 @@ def _legend(fig: Figure, axes: Sequence[Axes], title: str | None) -> None:
 @_paper
 def throughput_scatter(cells: pd.DataFrame, metric_key: str, hue: str | None, style: str | None,
                        hue_order: Sequence[Any] | None = None) -> Figure:
-    """The metric against inference throughput (log x), one point per cell (means over seeds), colour by `hue`,
-    marker by `style`, with the Pareto front of the plotted points as a dashed staircase."""
+    """The metric against inference throughput (log x), one point per cell (means over seeds, with 95% interval
+    bars on both), colour by `hue`, marker by `style`, with the Pareto front of the plotted points as a dashed
+    staircase."""
     import seaborn as sns
     m = metric(metric_key)
     data = cells[np.isfinite(cells["infer_img_s_mean"]) & np.isfinite(cells[f"{m.key}_mean"])]
@@ -139,6 +155,15 @@ def throughput_scatter(cells: pd.DataFrame, metric_key: str, hue: str | None, st
         raise PlotSkipped("no cell has both a finished run's accuracy and its inference throughput yet")
     x, y = data["infer_img_s_mean"].to_numpy(), data[f"{m.key}_mean"].to_numpy() / m.scale
     fig, (ax,) = _grid(1, 1.9)
+    hues = _hue_labels(data, hue, hue_order)
+    colours = _colours(hues, hue)
+    labels = np.array([format_value(v) for v in data[hue]] if hue else ["all"] * len(data))
+    xerr = _half_ci(data["infer_img_s_std"], data["infer_img_s_n"])
+    yerr = _half_ci(data[f"{m.key}_std"], data[f"{m.key}_n"]) / m.scale
+    for label in dict.fromkeys(labels):
+        mine = labels == label
+        ax.errorbar(x[mine], y[mine], xerr=xerr[mine], yerr=yerr[mine], fmt="none", ecolor=colours[label],
+                    elinewidth=0.7, capsize=1.5, zorder=2)
 
     front = pareto_mask(x, y if m.higher_is_better else -y)
     order = np.argsort(x[front])
@@ -154,9 +179,8 @@ def throughput_scatter(cells: pd.DataFrame, metric_key: str, hue: str | None, st
     elif style:
         style_name = hue_name
     styles = _order(data[style].tolist()) if style else []
-    hues = _hue_labels(data, hue, hue_order)
     sns.scatterplot(data=frame, x="x", y="y", hue=hue_name, hue_order=hues if hue else None,
-                    palette=_palette(hues) if hue else None, style=style_name,
+                    palette=colours if hue else None, color=None if hue else colours["all"], style=style_name,
                     style_order=[format_value(v) for v in styles] if style else None,
                     markers=dict(zip(map(format_value, styles), MARKERS * 10)) if style else True,
                     s=26, edgecolor="white", linewidth=0.4, zorder=3, ax=ax, legend="full")
@@ -178,16 +202,22 @@ def throughput_scatter(cells: pd.DataFrame, metric_key: str, hue: str | None, st
 @_paper
 def metric_vs_axis(cells: pd.DataFrame, metric_key: str, x: str | None, hue: str | None, axes: Sequence[str],
                    hue_order: Sequence[Any] | None = None) -> Figure:
-    """The metric's mean against the values of axis `x`, a line per `hue` value, error bars +-1 std over seeds."""
+    """The metric's mean against the values of axis `x`, a line per `hue` value, 95% interval bars over seeds.
+
+    Cells whose model ignores `x` (n/a, e.g. attention on a kernel-size axis) are left out: they have no line."""
     if x is None or x not in cells or cells[x].nunique(dropna=False) < 2:
         raise PlotSkipped(f"{x or 'the x axis'} does not vary")
     m = metric(metric_key)
+    cells = cells[[v is not NA for v in cells[x]]]
+    if cells[x].nunique(dropna=False) < 2:
+        raise PlotSkipped(f"no cell whose model uses {x} has two values of it")
     if not (cells[f"{m.key}_n"] > 0).any():
         raise PlotSkipped("no run has finished yet")
     xs = _order(cells[x].tolist())
     position = {format_value(v): i for i, v in enumerate(xs)}
-    hues = _hue_labels(cells, hue, hue_order)
-    colours = _palette(hues)
+    hues = [h for h in _hue_labels(cells, hue, hue_order)
+            if not hue or h in {format_value(v) for v in cells[hue]}]
+    colours = _colours(hues, hue)
     panels = _panels(cells, [a for a in axes if a not in (x, hue)])
     fig, axs = _grid(len(panels), 1.9)
     for ax, (title, group) in zip(axs, panels):
@@ -199,7 +229,8 @@ def metric_vs_axis(cells: pd.DataFrame, metric_key: str, x: str | None, hue: str
                 continue
             dodge = 0.06 * (k - (len(hues) - 1) / 2)  # keeps error bars of different lines apart
             ax.errorbar([position[format_value(v)] + dodge for v in line[x]], line[f"{m.key}_mean"] / m.scale,
-                        yerr=line[f"{m.key}_std"].fillna(0) / m.scale, color=colours[label], marker="o", ms=3.5,
+                        yerr=_half_ci(line[f"{m.key}_std"], line[f"{m.key}_n"]) / m.scale, color=colours[label],
+                        marker="o", ms=3.5,
                         capsize=2, elinewidth=0.8, label=label)
         ax.set_xticks(range(len(xs)), [format_value(v) for v in xs])
         ax.set_xlim(-0.5, len(xs) - 0.5)
@@ -210,38 +241,52 @@ def metric_vs_axis(cells: pd.DataFrame, metric_key: str, x: str | None, hue: str
     return fig
 
 
+def curve_quantity(metric_key: str) -> str:
+    """What the learning curves plot for a study's metric: "top1", "top5" or "loss" (top-1 for non-accuracies)."""
+    for quantity in ("top5", "loss", "top1"):
+        if f"_{quantity}" in metric_key:
+            return quantity
+    return "top1"
+
+
 @_paper
 def training_curves(curves: pd.DataFrame, metric_key: str, hue: str | None, axes: Sequence[str],
                     hue_order: Sequence[Any] | None = None) -> Figure:
-    """Per-epoch test metric of every cell (mean over its seeds, band +-1 std where two or more have the epoch),
-    a line per `hue` value, a panel per combination of the other axes.
+    """Per-epoch train, validation and test curves of the metric's quantity (top-1, top-5 or loss) for every
+    cell: the mean over its seeds with a 95% interval band where two or more have the epoch, a line per `hue`
+    value, a column per split that has the quantity, a row per combination of the other axes.
 
     Runs still going are included; failed and diverged ones are left out, as they are from the tables' means.
     """
-    key = metric_key if metric_key in CURVE_COLUMNS else "test_top1"
-    m = metric(key)
-    data = curves[curves["status"].isin(CURVE_STATUSES)].dropna(subset=[key])
-    if data.empty:
+    quantity = curve_quantity(metric_key)
+    splits = [s for s in SPLITS if f"{s}_{quantity}" in curves and curves[f"{s}_{quantity}"].notna().any()]
+    data = curves[curves["status"].isin(CURVE_STATUSES)]
+    if not splits or data[[f"{s}_{quantity}" for s in splits]].isna().all().all():
         raise PlotSkipped("no run has finished an epoch yet")
+    m = metric(f"test_{quantity}")
     hues = _hue_labels(data, hue, hue_order)
-    colours = _palette(hues)
+    colours = _colours(hues, hue)
     panels = _panels(data, [a for a in axes if a != hue])
-    fig, axs = _grid(len(panels), 1.7)
-    for ax, (title, group) in zip(axs, panels):
+    fig, axs = _grid(len(panels) * len(splits), 1.5, per_row=len(splits), width=DOUBLE if len(splits) > 1 else None)
+    for k, (title, group) in enumerate(panels):
         labels = np.array([format_value(v) for v in group[hue]] if hue else ["all"] * len(group))
-        for label in hues:
-            per_epoch = group[labels == label].groupby("epoch")[key]
-            if not per_epoch.ngroups:
-                continue
-            mean, std = per_epoch.mean(), per_epoch.std()
-            epochs = mean.index.to_numpy() + 1  # epochs are 0-based in metrics.jsonl; plot epochs completed
-            ax.plot(epochs, mean / m.scale, color=colours[label], label=label)
-            ax.fill_between(epochs, (mean - std) / m.scale, (mean + std) / m.scale, color=colours[label],
-                            alpha=0.2, lw=0)
-        ax.set_xlabel("Epoch")
-        ax.set_title(title)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    axs[0].set_ylabel(f"Test {m.title[0].lower()}{m.title[1:]}")
+        for j, split in enumerate(splits):
+            ax, key = axs[k * len(splits) + j], f"{split}_{quantity}"
+            for label in hues:
+                per_epoch = group[labels == label].dropna(subset=[key]).groupby("epoch")[key]
+                if not per_epoch.ngroups:
+                    continue
+                mean, half = per_epoch.mean(), _half_ci(per_epoch.std(), per_epoch.count())
+                epochs = mean.index.to_numpy() + 1  # epochs are 0-based in metrics.jsonl; plot epochs completed
+                ax.plot(epochs, mean / m.scale, color=colours[label], label=label)
+                ax.fill_between(epochs, (mean - half) / m.scale, (mean + half) / m.scale, color=colours[label],
+                                alpha=0.2, lw=0)
+            ax.set_title(" · ".join(t for t in (title, SPLITS[split]) if t))
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if k == len(panels) - 1:
+                ax.set_xlabel("Epoch")
+        axs[k * len(splits)].set_ylabel(m.title.removeprefix("Test ").capitalize() if quantity == "loss"
+                                        else m.title)
     _legend(fig, axs, axis_name(hue) if hue else None)
     return fig
 
@@ -309,4 +354,32 @@ def heatmap(cells: pd.DataFrame, metric_key: str, rows: str | None, columns: str
         ax.tick_params(axis="y", rotation=0)
         ax.tick_params(axis="x", rotation=0)
     fig.colorbar(axs[0].collections[0], ax=axs, label=m.title)
+    return fig
+
+
+@_paper
+def receptive_fields(erf: Sequence[dict[str, Any]], axes: Sequence[str]) -> Figure:
+    """Effective receptive fields of one mixer's cells: at initialisation (left) and trained (right), a row per
+    combination of the other axes, each map the mean over seeds divided by its maximum."""
+    if not erf:
+        raise PlotSkipped("no finished run has an erf.npz")
+    frame = pd.DataFrame([{a: e[a] for a in axes} | {"_i": i} for i, e in enumerate(erf)])
+    panels = _panels(frame, axes)
+    fig, axs = _grid(2 * len(panels), 1.25, per_row=2, width=SINGLE)
+    image = None
+    for k, (title, group) in enumerate(panels):
+        maps = [erf[i] for i in group["_i"]]
+        for j, stage in enumerate(("init", "trained")):
+            ax = axs[2 * k + j]
+            field = np.mean([e[stage] for e in maps], axis=0)
+            image = ax.imshow(field / field.max() if field.max() > 0 else field, cmap="viridis", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if k == 0:
+                ax.set_title({"init": "Initialisation", "trained": "Trained"}[stage])
+        label = "\n".join([*title.split(", "), f"n={sum(e['n'] for e in maps)} seeds"]) if title else \
+            f"n={sum(e['n'] for e in maps)} seeds"
+        axs[2 * k].set_ylabel(label)
+    fig.colorbar(image, ax=axs, label="Gradient magnitude\n(relative to max)", shrink=0.8)
     return fig
