@@ -23,7 +23,7 @@ MODELS = {  # name -> (kernel size, patch size, epochs)
 }
 
 
-def check_augment_on_device(data: str, device: str) -> None:
+def check_augment_on_device(data: str, device: str, recipe: str) -> None:
     """The device path's augmented batch equals the CPU one for the same seed, and how fast it is there."""
     import torch
 
@@ -33,7 +33,7 @@ def check_augment_on_device(data: str, device: str) -> None:
     from harness.datasets import create_dataset
     images, _ = create_dataset("packed", data).load("train")
     x = torch.from_numpy(images[:512])
-    augment = BatchAugment(augment_spec(RecipeConfig(**RECIPES["convmixer_cifar10"]), (0.5,) * 3, (0.25,) * 3), 32)
+    augment = BatchAugment(augment_spec(RecipeConfig(**RECIPES[recipe]), (0.5,) * 3, (0.25,) * 3), 32)
     cpu = augment(x, torch.Generator().manual_seed(0))
     gpu = augment(x.to(device), torch.Generator().manual_seed(0))
     diff = (gpu.cpu() - cpu).abs()
@@ -48,13 +48,15 @@ def check_augment_on_device(data: str, device: str) -> None:
         augment(xd, generator)
     torch.cuda.synchronize()
     print(f"augment on {device}: {20 * 512 / (time.perf_counter() - t0):,.0f} img/s (batches of 512, "
-          f"the convmixer-cifar10 recipe)", flush=True)
+          f"the {recipe} recipe)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the packed CIFAR-10 .npz (all 60,000 images)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--recipe", default="convmixer_cifar10", choices=["convmixer_cifar10", "convmixer_cifar10_timm"],
+                        help="convmixer_cifar10: the reference script's torchvision RandAugment; the other: timm's ops")
     parser.add_argument("--k9-epochs", type=int, default=MODELS["ConvMixer-256/8 k9 p1"][2])
     # for a quick check of this script on a CPU: --device cpu --epochs 1 --dim 32 --depth 2
     parser.add_argument("--device", default="cuda")
@@ -64,7 +66,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=8)
     args = parser.parse_args()
     if args.device.startswith("cuda"):
-        check_augment_on_device(args.data, args.device)
+        check_augment_on_device(args.data, args.device, args.recipe)
     rows = []
     for name, (k, p, epochs) in MODELS.items():
         if args.only and f"k{k}" != args.only:
@@ -74,7 +76,7 @@ def main() -> None:
                                  "kernel_size": k,
                                  "patch_size": p},
                        "data": {"dataset": "packed", "root": args.data},
-                       "recipe": {"name": "convmixer_cifar10", "epochs": epochs},
+                       "recipe": {"name": args.recipe, "epochs": epochs},
                        "system": {"device": args.device}, "bench": {"enabled": False}})
         t0 = time.perf_counter()
         result = train(cfg, args.out / f"k{k}_p{p}", log=lambda line: print(line, flush=True))

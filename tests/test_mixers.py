@@ -8,7 +8,6 @@ from torch import nn
 import mixers
 from mixers import BLOCKS, MIXERS, MixerNet, TokenGridError, UnknownNameError, create_mixer
 from mixers.base import hyperparameters
-from mixers.summary import count_flops
 
 MODEL = dict(dim=32, depth=2, patch_size=2, kernel_size=3, img_size=16, num_classes=5)
 
@@ -121,16 +120,6 @@ def test_a_new_mixer_is_picked_up_by_the_registry():
     registry = mixers.Registry("mixer")
     registry.register("shift")(nn.Identity)
     assert registry.names() == ["shift"] and "shift" in registry
-
-
-def test_flops_match_a_hand_count():
-    # dwconv + convmixer block, no bias-free tricks: count multiply-adds of every conv and the head by hand
-    dim, depth, p, k, img, classes = 8, 2, 2, 3, 8, 4
-    model = MixerNet(mixer="dwconv", block="convmixer", dim=dim, depth=depth, patch_size=p, kernel_size=k,
-                     img_size=img, num_classes=classes)
-    tokens = (img // p) ** 2
-    macs = 3 * p * p * dim * tokens + depth * (k * k * dim * tokens + dim * dim * tokens) + dim * classes
-    assert count_flops(model, (3, img, img)) == 2 * macs
 
 
 @pytest.fixture(scope="module")
