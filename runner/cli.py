@@ -214,7 +214,11 @@ def finish(spec: StudySpec, cells: list[Cell], where: str, problems: list[str], 
     bad = [s for s in statuses if s.status is Status.FAILED]
     if bad:
         print(f"\n{len(bad)} cells failed; see `run-study {where} --status` for their tracebacks")
-    return 1 if bad or problems or not reported else 0
+    stopped = [s for s in statuses if s.status is Status.INTERRUPTED]
+    if stopped:
+        print(f"\n{len(stopped)} cells were interrupted (scancel, preemption without requeue, a stopped trainer); "
+              f"`run-study {where}` resumes them")
+    return 1 if bad or stopped or problems or not reported else 0
 
 
 def main(argv: list[str] | None = None) -> int:
