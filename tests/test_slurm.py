@@ -102,7 +102,7 @@ def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_pat
     # started, preempted, requeued, resumed: two attempts, the first ended by the requeue, nothing charged as a failure
     assert state["status"] == "done" and state["attempts"] == 2 and state["failures"] == 0, state
     first, second = state["attempts_log"]
-    assert first["why"] == "requeued" and second["first_epoch"] == first["last_epoch"] + 1, state
+    assert first["why"] == "preempted" and second["first_epoch"] == first["last_epoch"] + 1, state
     result = json.loads((run / "result.json").read_text())
     assert result["timing"]["train_s"] == pytest.approx(first["train_s"] + second["train_s"], rel=1e-6)
     assert "resumed" in log and "after epoch" in log
@@ -121,9 +121,11 @@ def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_pat
 
 
 def test_cancelled_cell_shows_interrupted_and_is_the_only_one_resubmitted(tmp_path):
-    path = slurm_study(tmp_path, "cancel", base=SLOW_BASE, grid={"model.mixer": ["dwconv", "identity"]})
+    # the 120-epoch cell is still training when scancel comes; the 4-epoch one finishes
+    path = slurm_study(tmp_path, "cancel", base=SLOW_BASE, grid={"recipe.epochs": [4, 120]})
     runner = popen_study(str(path), "--wait")
-    running = lambda: [s for s in states(tmp_path, "cancel").values() if s["status"] == "running" and s["job_ids"]]
+    running = lambda: [s for s in states(tmp_path, "cancel").values()
+                       if s["status"] == "running" and s["job_ids"] and (s.get("last_epoch") or 0) >= 5]
     wait_until(lambda: bool(running()), 300, "a running cell", runner)
     victim = running()[0]["job_ids"][-1]
     subprocess.run(["scancel", victim], check=True)

@@ -31,7 +31,7 @@ from ..interrupt import Interrupts
 from ..job import CellJob
 from ..spec import Cell, StudyError, StudySpec
 from ..state import CellStatus, read_status, run_dir, study_dir
-from ..status import Status
+from harness.status import Status
 from . import EXECUTORS, Executor
 
 PACKAGES = ("mixers", "harness", "runner", "analysis")
