@@ -64,8 +64,8 @@ def squeue(job_ids: list[str] | None = None, names: list[str] | None = None) -> 
     cmd = ["squeue", "-h", "-r", "-o", "%i|%T|%r|%j"]
     if job_ids is not None:
         cmd += ["-j", ",".join(job_ids)]
-    if names is not None:
-        cmd += ["-n", ",".join(names)]
+    if names is not None:  # by name: also jobs that ended a moment ago, before accounting has them
+        cmd += ["-n", ",".join(names), "-t", "all"]
     out = _run(cmd)
     if out is None or (out.returncode != 0 and "Invalid job id" not in out.stderr):
         return None
@@ -306,14 +306,23 @@ class SlurmExecutor(Executor):
             found = {job: info for source in (queue or {}, accounting or {}) for job, info in source.items()
                      if info.get("name") == sub.get("name")}
             job = _job_of(found, sub.get("index", 0), sub.get("size", 1))
-            if job:
+            was = Status(sub.get("was") or Status.NEW.value)
+            if job and self._has_task(job):
                 s.move(Status.QUEUED, f"its submission was found: SLURM job {job}", persist, job_id=job,
                        submission=None)
+            elif job:  # submitit hands a job its task after sbatch returns: the runner died in between
+                if persist:
+                    self.cancel_jobs([job])
+                s.move(was, f"its SLURM job {job} was submitted but never given its task (its runner died after "
+                       f"sbatch): cancelled, and the cell handed back", persist, submission=None)
             elif queue is not None and accounting is not None:
-                was = Status(sub.get("was") or Status.NEW.value)
                 s.move(was, "its submission never reached the cluster: handed back", persist, submission=None)
             else:
                 s.note = "submitting: squeue/sacct do not answer, so whether its job exists is not known yet"
+
+    def _has_task(self, job: str) -> bool:
+        """Whether submitit gave the job its pickled task (it does so right after sbatch returns the job id)."""
+        return (study_dir(self.spec).resolve() / ".submitit" / job / f"{job}_submitted.pkl").exists()
 
     # --- waiting and cancelling ----------------------------------------------------------------------------------
 
@@ -352,7 +361,10 @@ class SlurmExecutor(Executor):
         return problems
 
     def cancel(self, statuses: list[CellStatus]) -> None:
-        jobs = [s.job_ids[-1] for s in statuses if s.job_ids]
+        self.cancel_jobs([s.job_ids[-1] for s in statuses if s.job_ids])
+
+    @staticmethod
+    def cancel_jobs(jobs: list[str]) -> None:
         if jobs:
             subprocess.run(["scancel", *jobs], capture_output=True, timeout=60)
 
