@@ -296,3 +296,47 @@ def test_changed_code_marks_results_stale_and_only_rerun_stale_retrains(tmp_path
     now = json.loads((run / "result.json").read_text())
     assert now["code"]["source"] != first["code"]["source"]
     assert "stale" not in run_study(str(path), "--status").stdout
+
+
+FAULTS = ("SIGINT runner", "SIGTERM runner", "SIGKILL runner", "SIGKILL worker")
+
+
+@pytest.mark.slow
+def test_random_faults_never_lose_or_repeat_a_cell(tmp_path):
+    """20 seeded iterations: a fresh study, one fault at a random moment (start-up, training, the end), then reruns
+    until it is done; every time each cell ends done once with the metrics of an uninterrupted run."""
+    import random
+
+    from harness.config import resolve
+    from harness.train import train
+    base = {**LONG_BASE, "recipe": {**LONG_BASE["recipe"], "epochs": 30}}
+    grid = {"model.mixer": ["dwconv", "identity"]}
+    reference = {}
+    for i, mixer in enumerate(grid["model.mixer"]):
+        cfg = resolve({**base, "model": {**base["model"], "mixer": mixer}, "seed": 0})
+        reference[cfg.run_id] = train(cfg, tmp_path / "reference" / str(i), log=lambda line: None)["metrics"]
+    for seed in range(20):
+        rng = random.Random(seed)
+        folder = tmp_path / f"iteration{seed}"
+        folder.mkdir()
+        path = write_study(folder, base=base, grid=grid, run={"parallel": 2, "max_retries": 5})
+        runner = start_runner(path)
+        fault, delay = rng.choice(FAULTS), rng.uniform(0.5, 8.0)
+        time.sleep(delay)  # the fault's random moment, not a synchronisation
+        if fault.endswith("worker"):
+            victims = [o for o in (Owner.from_dict(state(r).get("owner")) for r in runs(folder).values()
+                                   if (r / "state.json").exists()) if o and o.pid != runner.pid and o.alive()]
+            for victim in victims[:1]:
+                os.kill(victim.pid, signal.SIGKILL)
+        else:
+            os.killpg(runner.pid, getattr(signal, fault.split()[0]))
+        runner.communicate(timeout=120)
+        for _ in range(3):  # a killed worker costs a failure; reruns carry on until every cell is done
+            again = run_study(str(path))
+            assert "Traceback" not in again.stdout + again.stderr, (seed, fault, again.stdout + again.stderr)
+            if again.returncode == 0:
+                break
+        found = check_ledger(folder, 30, lost=1)
+        for run_id in found:
+            result = json.loads((runs(folder)[run_id] / "result.json").read_text())
+            assert result["metrics"] == reference[run_id], (seed, fault, delay)

@@ -84,9 +84,10 @@ def test_array_study_lands_every_result(tmp_path):
     assert "4 cells: 4 done" in status.stdout and all(j in status.stdout for j in job_ids)
 
 
-def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
+@pytest.mark.parametrize("timeout_min", [60, 5])  # 5: submitit alone would take the preemption for a time limit
+def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_path, timeout_min):
     # the cell takes both CPUs, so a job in the higher-priority `urgent` partition must preempt it
-    path = slurm_study(tmp_path, "preempt", run={"cpus_per_task": 2}, base=SLOW_BASE,
+    path = slurm_study(tmp_path, "preempt", run={"cpus_per_task": 2, "timeout_min": timeout_min}, base=SLOW_BASE,
                        grid={"model.mixer": ["dwconv"]})
     runner = popen_study(str(path), "--wait")
     wait_until(lambda: any((tmp_path / "results" / "preempt" / "runs").glob("*/checkpoint.pt")), 300,

@@ -137,19 +137,20 @@ def test_a_request_no_node_can_meet_is_refused_before_anything_is_written(tmp_pa
     assert "Traceback" not in p.stderr and not (tmp_path / "results").exists()
 
 
-def test_a_study_survives_a_restart_of_slurmctld(tmp_path):
+@pytest.mark.parametrize("daemon,sig", [("slurmctld", "TERM"), ("slurmd", "KILL")])
+def test_a_study_survives_a_restart_of_a_slurm_daemon(tmp_path, daemon, sig):
     path = slurm_study(tmp_path, "restart", base=SLOW_BASE, grid={"model.mixer": ["dwconv", "identity"]})
     runner = popen_study(str(path), "--wait")
     wait_until(lambda: any(s["status"] == "running" for s in states(tmp_path, "restart").values()), 300,
                "a running cell", runner)
-    ctld = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True, text=True).stdout.split()
-    command = Path(f"/proc/{ctld[0]}/cmdline").read_bytes().split(b"\0")[:-1]
-    subprocess.run(["kill", "-TERM", *ctld], check=True)
-    wait_until(lambda: subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode != 0, 60,
-               "slurmctld to stop")
-    gone = subprocess.run(["squeue"], capture_output=True, text=True)
-    assert gone.returncode != 0  # the runner is now polling a cluster that does not answer
-    log = open(tmp_path / "slurmctld.out", "w")
+    pids = subprocess.run(["pgrep", "-x", daemon], capture_output=True, text=True).stdout.split()
+    command = Path(f"/proc/{pids[0]}/cmdline").read_bytes().split(b"\0")[:-1]
+    subprocess.run(["kill", f"-{sig}", *pids], check=True)
+    wait_until(lambda: subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0, 60,
+               f"{daemon} to stop")
+    if daemon == "slurmctld":
+        assert subprocess.run(["squeue"], capture_output=True).returncode != 0  # the runner polls a silent cluster
+    log = open(tmp_path / f"{daemon}.out", "w")
     subprocess.Popen([c.decode() for c in command], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                      start_new_session=True)  # as cluster-up.sh starts it: state recovered from StateSaveLocation
     out = runner.communicate(timeout=600)[0]
@@ -171,3 +172,60 @@ def test_a_time_limit_requeues_the_cell_which_resumes_and_counts_it(tmp_path):
     whys = [a["why"] for a in state["attempts_log"]]
     assert len(whys) >= 2 and set(whys[:-1]) == {"time limit"} and whys[-1] == "done", whys
     assert state["attempts"] == len(whys)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_stopping_a_waiting_runner_leaves_the_jobs_to_the_cluster(tmp_path, sig):
+    path = slurm_study(tmp_path, "leave", base=SLOW_BASE, grid={"model.mixer": ["dwconv", "identity"]})
+    runner = subprocess.Popen([sys.executable, "-m", "runner", str(path), "--wait"], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until(lambda: any(s["status"] == "running" for s in states(tmp_path, "leave").values()), 300,
+               "a running cell", runner)
+    os.killpg(runner.pid, sig)
+    out = runner.communicate(timeout=60)[0]
+    assert runner.returncode == (130 if sig == signal.SIGINT else -9) and "Traceback" not in out, out
+    assert {s["status"] for s in states(tmp_path, "leave").values()} <= {"queued", "running", "done"}
+    again = run_study(str(path), "--wait")  # waits for the same jobs; submits nothing
+    assert again.returncode == 0 and "submitting" not in again.stdout, again.stdout + again.stderr
+    final = states(tmp_path, "leave")
+    assert all(s["status"] == "done" and len(s["job_ids"]) == 1 and s["attempts"] == 1 for s in final.values())
+
+
+@pytest.mark.parametrize("moment", ["running", "finishing"])
+def test_a_requeue_of_a_running_job_resumes_the_cell_once(tmp_path, moment):
+    path = slurm_study(tmp_path, "requeue_run", base=SLOW_BASE, grid={"model.mixer": ["dwconv"]})
+    runner = popen_study(str(path), "--wait")
+    epochs = SLOW_BASE["recipe"]["epochs"]
+    at = 2 if moment == "running" else epochs - 1  # the last epoch: the job is about to write its result
+    reached = lambda: [s for s in states(tmp_path, "requeue_run").values()
+                       if s["status"] == "running" and (s.get("last_epoch") or -1) >= at - 1]
+    wait_until(lambda: bool(reached()), 300, f"epoch {at}", runner)
+    subprocess.run(["scontrol", "requeue", reached()[0]["job_ids"][-1]], check=True, capture_output=True)
+    out = runner.communicate(timeout=600)[0]
+    assert runner.returncode == 0, out
+    run = next((tmp_path / "results" / "requeue_run" / "runs").iterdir())
+    state = json.loads((run / "state.json").read_text())
+    lines = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert state["status"] == "done" and lines == list(range(epochs)), (state, lines)
+    assert state["failures"] == 0 and len(state["job_ids"]) == 1 and state["attempts"] in (1, 2), state
+    assert json.loads((run / "result.json").read_text())["status"] == "done"
+
+
+def test_a_cancelled_pending_job_is_interrupted_uncharged_and_resubmitted(tmp_path):
+    # one job at a time: the second cell waits in the queue behind the first
+    path = slurm_study(tmp_path, "pending", base=SLOW_BASE, run={"array_parallelism": 1},
+                       grid={"model.mixer": ["dwconv", "identity"]})
+    runner = popen_study(str(path), "--wait")
+    pending = lambda: [s for s in states(tmp_path, "pending").values() if s["status"] == "queued" and s["job_ids"]
+                       and any(o["status"] == "running" for o in states(tmp_path, "pending").values())]
+    wait_until(lambda: bool(pending()), 300, "a cell pending behind a running one", runner)
+    victim = pending()[0]["job_ids"][-1]
+    subprocess.run(["scancel", victim], check=True)
+    out = runner.communicate(timeout=600)[0]
+    assert runner.returncode == 1 and "1 cells were interrupted" in out, out
+    stopped = [s for s in states(tmp_path, "pending").values() if s["status"] == "interrupted"]
+    assert len(stopped) == 1 and stopped[0]["attempts"] == 0 and stopped[0]["failures"] == 0, stopped
+    assert "before it started" in stopped[0]["error"]
+    again = run_study(str(path), "--wait")
+    assert again.returncode == 0 and "submitting 1 of 2 cells" in again.stdout, again.stdout + again.stderr
+    assert all(s["status"] == "done" and s["attempts"] == 1 for s in states(tmp_path, "pending").values())

@@ -43,6 +43,9 @@ HELD = {"JobHeldUser", "JobHeldAdmin"}
 # sacct's end states of a job that left the queue without its cell recording an end, and how the cell ends
 ENDED = {"CANCELLED": (Status.INTERRUPTED, "cancelled"), "PREEMPTED": (Status.INTERRUPTED, "preempted"),
          "TIMEOUT": (Status.FAILED, "time limit"), "COMPLETED": (Status.FAILED, "killed")}
+# job states (squeue's and sacct's) of a job still on its way
+ON_ITS_WAY = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "COMPLETING", "SUSPENDED",
+              "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
 UNLIMITED_TIMEOUTS = 10 ** 6  # submitit's own time-limit count is replaced by CellJob's (see runner/job.py)
 
 
@@ -60,12 +63,14 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess | None:
 
 
 def squeue(job_ids: list[str] | None = None, names: list[str] | None = None) -> dict[str, dict[str, str]] | None:
-    """{job id: {state, reason, name}} of the jobs squeue lists (pending or running); None where it cannot answer."""
-    cmd = ["squeue", "-h", "-r", "-o", "%i|%T|%r|%j"]
+    """{job id: {state, reason, name}} of the jobs slurmctld knows (on their way, or ended a few minutes ago); None
+    where it cannot answer."""
+    # every state: slurmctld keeps an ended job (MinJobAge, 300 s by default) before accounting may have it
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%j"]
     if job_ids is not None:
         cmd += ["-j", ",".join(job_ids)]
-    if names is not None:  # by name: also jobs that ended a moment ago, before accounting has them
-        cmd += ["-n", ",".join(names), "-t", "all"]
+    if names is not None:
+        cmd += ["-n", ",".join(names)]
     out = _run(cmd)
     if out is None or (out.returncode != 0 and "Invalid job id" not in out.stderr):
         return None
@@ -250,18 +255,18 @@ class SlurmExecutor(Executor):
             for s in tracked:
                 s.note = "squeue does not answer: its state is as last recorded"
             return
-        gone = [s for s in tracked if s.job_ids[-1] not in queue]
-        accounting = sacct([s.job_ids[-1] for s in gone]) if gone else {}
+        gone = [s for s in tracked if queue.get(s.job_ids[-1], {}).get("state") not in ON_ITS_WAY]
+        accounting = sacct([s.job_ids[-1] for s in gone if s.job_ids[-1] not in queue]) if gone else {}
         for s in tracked:
             job = s.job_ids[-1]
-            if job in queue:
+            if queue.get(job, {}).get("state") in ON_ITS_WAY:
                 info = queue[job]
                 s.note = f"SLURM job {job} {info['state'].lower()}" + (
                     f" ({info['reason']})" if info["state"] == "PENDING" and info["reason"] not in ("", "None") else "")
                 if s.status is Status.RUNNING and info["state"] == "PENDING":  # requeued under a trainer's feet
                     self._end(s, Status.QUEUED, "requeued", f"SLURM requeued job {job} while it trained", persist)
                 continue
-            self._left_queue(s, job, (accounting or {}).get(job), persist)
+            self._left_queue(s, job, queue.get(job) or (accounting or {}).get(job), persist)
 
     def _left_queue(self, s: CellStatus, job: str, record: dict[str, str] | None, persist: bool) -> None:
         """A job squeue no longer lists, while its cell says queued or running."""
@@ -270,14 +275,17 @@ class SlurmExecutor(Executor):
             s.status, s.state = fresh.status, fresh.state
             return
         state = (record or {}).get("state", "")
-        if state in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "SUSPENDED", "CONFIGURING"):
+        if state in ON_ITS_WAY:
             return  # accounting still sees it on its way: squeue's view is late
         if not state:
             age = heartbeat_age(s.run.read_heartbeat())
             if s.status is Status.RUNNING and age is not None and age < HEARTBEAT_STALE_S:
                 return  # accounting is off or late, and the trainer beat a moment ago
-            self._end(s, Status.FAILED, "killed", f"SLURM job {job} left the queue without a result and accounting "
-                      f"has no record of how it ended", persist)
+            why = f"SLURM job {job} left the queue without a result and with no record of how it ended"
+            if s.status is Status.QUEUED:  # it never started: nothing to charge
+                self._end(s, Status.INTERRUPTED, "vanished", f"{why}, before it started", persist)
+            else:
+                self._end(s, Status.FAILED, "killed", why, persist)
             return
         status, why = ENDED.get(state, (Status.FAILED, "killed"))
         if state == "COMPLETED":
