@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from runner.status import Status
+from .status import Status
 
 from .owner import Owner
 from .records import RunDir, now

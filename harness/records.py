@@ -16,6 +16,7 @@ lock, so the runner and a job updating it at once lose nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -28,7 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from runner.status import FINAL, Status, parse_status
+from .plugins import plugin_files
+from .status import FINAL, Status, parse_status
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -39,6 +41,17 @@ SOURCE_PACKAGES = ("mixers", "harness")
 HEARTBEAT_S = 30.0
 # A heartbeat older than this means the process is gone (on a host where its pid cannot be checked).
 HEARTBEAT_STALE_S = 4 * HEARTBEAT_S
+
+
+UNWRITABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def unwritable(error: BaseException) -> str | None:
+    """One line when `error` says the results cannot be written (a full disk, a quota, a read-only or forbidden
+    folder): a problem of the place, not of the cell, so it is never charged as a cell failure. None otherwise."""
+    if isinstance(error, OSError) and error.errno in UNWRITABLE:
+        return f"cannot write {error.filename or 'the results folder'}: {error.strerror}"
+    return None
 
 
 def now() -> str:
@@ -242,12 +255,13 @@ class ConfigMismatchError(RuntimeError):
 
 def _source_files(extra: tuple[str, ...] = ()) -> list[Path]:
     files = sorted(p for pkg in SOURCE_PACKAGES for p in (PACKAGE_ROOT / pkg).rglob("*.py"))
-    return files + [Path(p) for p in extra]
+    return files + [Path(p) for p in (*plugin_files(), *extra)]
 
 
 def source_hash(extra: tuple[str, ...] = ()) -> str:
-    """12 hex digits of the source that decides what a run computes (the model and harness packages, plus a study's
-    plugin files): the same source, the same results; a git commit that changes only documentation changes nothing."""
+    """12 hex digits of the source that decides what a run computes (the model and harness packages, plus the study's
+    plugin files located in this process): the same source, the same results; a git commit that changes only
+    documentation changes nothing."""
     digest = hashlib.sha256()
     for path in _source_files(extra):
         name = str(path.relative_to(PACKAGE_ROOT)) if path.is_relative_to(PACKAGE_ROOT) else path.name

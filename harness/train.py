@@ -20,7 +20,7 @@ import torch
 from mixers import MixerNet
 from mixers.summary import summarize
 
-from runner.status import Status
+from .status import Status
 
 from .attempt import Attempt, Interrupted, never, totals
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -30,7 +30,7 @@ from .engine import evaluate, train_one_epoch
 from .environment import environment, resolve_device, seed_everything, set_threads
 from .execution import choose_setting
 from .optim import LrSchedule, build_optimizer
-from .records import RunDir, atomic_write_json, code_version, now, write_config
+from .records import RunDir, atomic_write_json, code_version, now, unwritable, write_config
 from .runlock import run_lock
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
 
@@ -112,6 +112,9 @@ def _end_attempt_early(cfg: RunConfig, run: RunDir, attempt: Attempt, device: to
     try:
         if requeue_reason:  # submitit requeued the job (preemption, time limit) and exits: the cell waits again
             attempt.end(Status.QUEUED, requeue_reason)
+        elif (line := unwritable(error)) is not None:
+            attempt.end(Status.INTERRUPTED, "unwritable", error=f"{line}; resumable once it can write again")
+            log(f"run {cfg.run_id}: {line}; it resumes from its last epoch checkpoint when run again")
         elif isinstance(error, (Interrupted, KeyboardInterrupt, SystemExit)):
             attempt.end(Status.INTERRUPTED, "interrupted", error=f"interrupted ({type(error).__name__}); resumable "
                                                                  f"from its last epoch checkpoint")

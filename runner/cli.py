@@ -13,7 +13,6 @@ line); 2 a mistake in the study file or the command line (nothing was written); 
 from __future__ import annotations
 
 import argparse
-import errno
 import shutil
 import sys
 import time
@@ -24,13 +23,14 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from harness.records import atomic_write_bytes, code_version, now, write_config
+from harness.plugins import locate_plugins
+from harness.records import atomic_write_bytes, code_version, now, unwritable, write_config
 from harness.schema import ConfigError
 
 from .interrupt import EXIT_INTERRUPTED, Interrupts, StudyInterrupted
 from .spec import Cell, StudyError, StudySpec, cell_value, expand, load_spec, resolved_study
 from .state import CellStatus, code_versions, counts, study_dir, study_lock, survey
-from .status import MEANING, Status
+from harness.status import MEANING, Status
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -69,9 +69,9 @@ def plan(statuses: list[CellStatus], max_retries: int, rerun: str | None,
 
 
 def archive(s: CellStatus) -> None:
-    """A finished cell rerun on purpose: its result, curves, checkpoints and log move to previous/<n>/."""
+    """A finished cell rerun on purpose: its result, curves, checkpoints and log move to previous/<n>/ (n = 1, 2 ...)."""
     previous = s.run.path / "previous"
-    target = previous / str(len(list(previous.iterdir())) if previous.exists() else 0)
+    target = previous / str(1 + (len(list(previous.iterdir())) if previous.exists() else 0))
     target.mkdir(parents=True)
     for path in (s.run.result, s.run.metrics, s.run.checkpoint, s.run.previous_checkpoint, s.run.log):
         if path.exists():
@@ -121,9 +121,10 @@ def report(spec: StudySpec) -> bool:
     from analysis import build_report
     try:
         build_report(study_dir(spec))
-    except Exception:
-        print(f"run-study: building the report of {spec.name} failed; the run results are complete:\n"
-              f"{traceback.format_exc()}", file=sys.stderr)
+    except Exception as e:
+        detail = unwritable(e) or f"\n{traceback.format_exc()}"
+        print(f"run-study: building the report of {spec.name} failed; the run results are complete: {detail}",
+              file=sys.stderr)
         return False
     return True
 
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.results:
             spec = replace(spec, run=replace(spec.run, results=str(args.results.resolve())))
         cells = expand(spec, where)
+        locate_plugins(spec.imports, [spec.folder])  # their source is part of the code version, imported or not
         source = code_version()["source"]
         if args.status:
             with study_lock(spec, blocking=False) as free:  # a submission under way: look without writing
@@ -275,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(`--status` shows where each stands)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-            print(f"run-study: cannot write {e.filename or ''}: {e.strerror}; the ledger is as it was before the "
-                  f"failed write; fix it and run the same command again", file=sys.stderr)
+        if (line := unwritable(e)) is not None:
+            print(f"run-study: {line}; the ledger is as it was before the failed write; fix it and run the same "
+                  f"command again", file=sys.stderr)
             return 1
         raise
     except RuntimeError as e:

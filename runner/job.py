@@ -8,15 +8,14 @@ every preemption would use up a time-limit requeue.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.attempt import never
 from harness.config import resolve
+from harness.plugins import import_plugins
 from harness.records import RunDir, read_json
 
 
@@ -32,11 +31,8 @@ class CellJob:
         stored = read_json(run.config)
         if stored is None:
             raise FileNotFoundError(f"{run.config} is missing: the runner writes it before submitting the cell")
-        for folder in stored.get("import_paths", []):  # a study's plugin modules live beside its study file
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-        for module in stored.get("imports", []):  # plugins that register the study's extra mixers or datasets
-            importlib.import_module(module)
+        # plugins that register the study's extra mixers or datasets, beside its study file; part of the source hash
+        import_plugins(stored.get("imports", []), stored.get("import_paths", []))
         cfg = resolve(stored["config"], path=str(run.config))
         if cfg.run_id != stored["run_id"]:
             raise RuntimeError(f"{run.config} resolves to run {cfg.run_id}, not {stored['run_id']}: the config "

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from harness.records import RunDir, code_label
 
 from .spec import Cell, StudySpec
-from .status import Status, parse_status
+from harness.status import Status, parse_status
 
 
 def study_dir(spec: StudySpec) -> Path:

@@ -5,40 +5,31 @@ keyed by the code and the models. `--dry-run` and re-runs of a study then stay f
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 from harness.datasets import Geometry, cache_dir
+from harness.plugins import import_plugins, locate_plugins
 from harness.records import PACKAGE_ROOT, atomic_write_json
 from harness.validate import check_data
 
 from .spec import Cell, StudyError, StudySpec, cell_label
 
 
-def _source_fingerprint(imports: list[str]) -> str:
+def _source_fingerprint(imports: list[str], folder: str) -> str:
     """Changes whenever the code that builds models changes (the packages, or a study's plugin modules)."""
     files = [p for pkg in ("mixers", "harness") for p in sorted((PACKAGE_ROOT / pkg).glob("*.py"))]
-    for module in imports:
-        spec = importlib.util.find_spec(module)
-        if spec is not None and spec.origin:
-            files.append(Path(spec.origin))
     digest = hashlib.sha256()
-    for path in files:
+    for path in [*files, *locate_plugins(imports, [folder])]:
         stat = path.stat()
         digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
 def load_plugins(spec: StudySpec, where: str) -> None:
-    """Import the study's plugin modules; they are looked up beside the study file first, then on sys.path."""
-    if spec.folder not in sys.path:
-        sys.path.insert(0, spec.folder)
+    """Import the study's plugin modules; they are looked up on sys.path, then beside the study file."""
     for i, module in enumerate(spec.imports):
         try:
-            importlib.import_module(module)
+            import_plugins([module], [spec.folder])
         except ImportError as e:
             raise StudyError(f"{where}.imports[{i}]: cannot import {module!r} ({e})") from None
 
@@ -55,7 +46,7 @@ def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
             geometries[data_key] = check_data(cell.config, cell_label(where, cell.params))
         geometry = geometries[data_key]
         models.setdefault(json.dumps([config["model"], geometry.__dict__], sort_keys=True), (cell, geometry))
-    key = hashlib.sha256((_source_fingerprint(spec.imports) + "".join(sorted(models))).encode()).hexdigest()
+    key = hashlib.sha256((_source_fingerprint(spec.imports, spec.folder) + "".join(sorted(models))).encode()).hexdigest()
     verdict = cache_dir() / "validated" / f"{key[:32]}.json"
     if verdict.exists():
         return

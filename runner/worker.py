@@ -35,16 +35,22 @@ def main() -> int:
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # what training prints goes to the worker's log, not into the replies
 
+    from harness.records import unwritable
+
     from .job import CellJob
     for line in sys.stdin:
         if stopping:
             break
         run_dir = line.strip()
+        problem = None
         try:
             status, error = CellJob(run_dir)(stop=lambda: bool(stopping)), None
         except Exception as e:  # recorded in the cell's state by the harness; reported, never fatal here
-            status, error = ("interrupted" if stopping else "failed"), "".join(traceback.format_exception(e))
-        replies.write(json.dumps({"run_dir": run_dir, "status": status, "error": error}) + "\n")
+            problem = unwritable(e)
+            status = "interrupted" if stopping or problem else "failed"
+            error = problem or "".join(traceback.format_exception(e))
+        replies.write(json.dumps({"run_dir": run_dir, "status": status, "error": error, "unwritable": problem})
+                      + "\n")
         if stopping:
             break
     return 0

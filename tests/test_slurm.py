@@ -84,9 +84,10 @@ def test_array_study_lands_every_result(tmp_path):
     assert "4 cells: 4 done" in status.stdout and all(j in status.stdout for j in job_ids)
 
 
-def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
+@pytest.mark.parametrize("timeout_min", [60, 5])  # 5: submitit alone would take the preemption for a time limit
+def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_path, timeout_min):
     # the cell takes both CPUs, so a job in the higher-priority `urgent` partition must preempt it
-    path = slurm_study(tmp_path, "preempt", run={"cpus_per_task": 2}, base=SLOW_BASE,
+    path = slurm_study(tmp_path, "preempt", run={"cpus_per_task": 2, "timeout_min": timeout_min}, base=SLOW_BASE,
                        grid={"model.mixer": ["dwconv"]})
     runner = popen_study(str(path), "--wait")
     wait_until(lambda: any((tmp_path / "results" / "preempt" / "runs").glob("*/checkpoint.pt")), 300,
@@ -102,7 +103,7 @@ def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_pat
     # started, preempted, requeued, resumed: two attempts, the first ended by the requeue, nothing charged as a failure
     assert state["status"] == "done" and state["attempts"] == 2 and state["failures"] == 0, state
     first, second = state["attempts_log"]
-    assert first["why"] == "requeued" and second["first_epoch"] == first["last_epoch"] + 1, state
+    assert first["why"] == "preempted" and second["first_epoch"] == first["last_epoch"] + 1, state
     result = json.loads((run / "result.json").read_text())
     assert result["timing"]["train_s"] == pytest.approx(first["train_s"] + second["train_s"], rel=1e-6)
     assert "resumed" in log and "after epoch" in log
@@ -121,9 +122,11 @@ def test_preempted_cell_resumes_from_its_checkpoint_with_the_same_result(tmp_pat
 
 
 def test_cancelled_cell_shows_interrupted_and_is_the_only_one_resubmitted(tmp_path):
-    path = slurm_study(tmp_path, "cancel", base=SLOW_BASE, grid={"model.mixer": ["dwconv", "identity"]})
+    # the 120-epoch cell is still training when scancel comes; the 4-epoch one finishes
+    path = slurm_study(tmp_path, "cancel", base=SLOW_BASE, grid={"recipe.epochs": [4, 120]})
     runner = popen_study(str(path), "--wait")
-    running = lambda: [s for s in states(tmp_path, "cancel").values() if s["status"] == "running" and s["job_ids"]]
+    running = lambda: [s for s in states(tmp_path, "cancel").values()
+                       if s["status"] == "running" and s["job_ids"] and (s.get("last_epoch") or 0) >= 5]
     wait_until(lambda: bool(running()), 300, "a running cell", runner)
     victim = running()[0]["job_ids"][-1]
     subprocess.run(["scancel", victim], check=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..interrupt import Interrupts
 from ..job import CellJob
 from ..state import CellStatus, read_status, run_dir
-from ..status import Status
+from harness.status import Status
 from . import EXECUTORS
 from .local import LocalExecutor, describe
 

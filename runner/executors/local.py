@@ -27,7 +27,7 @@ from harness.runlock import lock_is_held
 from ..interrupt import Interrupts
 from ..spec import Cell
 from ..state import CellStatus, read_status, run_dir, study_dir
-from ..status import Status
+from harness.status import Status
 from . import EXECUTORS, Executor
 
 STOP_GRACE_S = 8.0       # after the first signal, workers have this long to end their cells (the issue's 10 s bound)
@@ -140,7 +140,7 @@ class LocalExecutor(Executor):
         pending = deque(cells)
         workers: dict[int, Worker] = {}
         selector = selectors.DefaultSelector()
-        silent_deaths, problems = 0, []
+        silent_deaths, problems, pending_stopped = 0, [], False
         bar = tqdm(total=len(cells), desc=self.spec.name, unit="cell", dynamic_ncols=True)
 
         def start(slot: int) -> None:
@@ -183,6 +183,11 @@ class LocalExecutor(Executor):
                 line = worker.replies.readline()
                 if line:
                     reply = json.loads(line)
+                    if reply.get("unwritable") and not pending_stopped:  # the disk, not the cell: stop handing out
+                        problems.append(f"{reply['unwritable']}; the cells not finished are resumable: make room "
+                                        f"(or fix the folder) and run the same command again")
+                        pending.clear()
+                        pending_stopped = True
                     cell, worker.cell = worker.cell, None
                     worker.finished += 1
                     last = (reply["error"] or "").strip().splitlines()[-1:] or [""]
@@ -212,7 +217,7 @@ class LocalExecutor(Executor):
         if interrupts.requested:
             self._settle(cells, Status.INTERRUPTED, "interrupted before it finished")
         else:
-            self._settle(cells, Status.NEW, "handed back: no worker could start it")
+            self._settle(cells, Status.NEW, "handed back before it started")
         interrupts.check()
         return problems
 
@@ -227,14 +232,16 @@ class LocalExecutor(Executor):
         return None if s.status is Status.QUEUED else s.status
 
     def _settle(self, cells: list[Cell], status: Status, why: str) -> None:
-        """Cells this runner still holds as queued (never started) or running (its workers are gone) after the run."""
+        """Cells this runner still holds after the run: queued ones (never started) go back to `status`, NEW or
+        INTERRUPTED; running ones whose trainer is gone without a word (it could not write) are interrupted."""
         for s in read_status(self.spec, cells):
             owner = Owner.from_dict(s.state.get("owner"))
             if s.status is Status.QUEUED and owner and owner.pid == os.getpid():
-                s.move(Status.NEW if status is Status.NEW else Status.INTERRUPTED, f"never started: {why}", True,
+                s.move(status, f"never started: {why}", True,
                        error=None if status is Status.NEW else f"{why} (it had not started)")
             elif s.status is Status.RUNNING and owner and owner.alive() is False:
-                self._close(s, status, "interrupted", why)
+                self._close(s, Status.INTERRUPTED, "interrupted", "its trainer ended without recording how (it "
+                            "could not write its run files?); resumable from its last epoch checkpoint")
 
     @staticmethod
     def _close(s: CellStatus, status: Status, ending: str, why: str, persist: bool = True) -> None:

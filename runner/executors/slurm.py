@@ -31,7 +31,7 @@ from ..interrupt import Interrupts
 from ..job import CellJob
 from ..spec import Cell, StudyError, StudySpec
 from ..state import CellStatus, read_status, run_dir, study_dir
-from ..status import Status
+from harness.status import Status
 from . import EXECUTORS, Executor
 
 PACKAGES = ("mixers", "harness", "runner", "analysis")
@@ -43,6 +43,9 @@ HELD = {"JobHeldUser", "JobHeldAdmin"}
 # sacct's end states of a job that left the queue without its cell recording an end, and how the cell ends
 ENDED = {"CANCELLED": (Status.INTERRUPTED, "cancelled"), "PREEMPTED": (Status.INTERRUPTED, "preempted"),
          "TIMEOUT": (Status.FAILED, "time limit"), "COMPLETED": (Status.FAILED, "killed")}
+# job states (squeue's and sacct's) of a job still on its way
+ON_ITS_WAY = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "COMPLETING", "SUSPENDED",
+              "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
 UNLIMITED_TIMEOUTS = 10 ** 6  # submitit's own time-limit count is replaced by CellJob's (see runner/job.py)
 
 
@@ -60,8 +63,10 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess | None:
 
 
 def squeue(job_ids: list[str] | None = None, names: list[str] | None = None) -> dict[str, dict[str, str]] | None:
-    """{job id: {state, reason, name}} of the jobs squeue lists (pending or running); None where it cannot answer."""
-    cmd = ["squeue", "-h", "-r", "-o", "%i|%T|%r|%j"]
+    """{job id: {state, reason, name}} of the jobs slurmctld knows (on their way, or ended a few minutes ago); None
+    where it cannot answer."""
+    # every state: slurmctld keeps an ended job (MinJobAge, 300 s by default) before accounting may have it
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%j"]
     if job_ids is not None:
         cmd += ["-j", ",".join(job_ids)]
     if names is not None:
@@ -250,18 +255,18 @@ class SlurmExecutor(Executor):
             for s in tracked:
                 s.note = "squeue does not answer: its state is as last recorded"
             return
-        gone = [s for s in tracked if s.job_ids[-1] not in queue]
-        accounting = sacct([s.job_ids[-1] for s in gone]) if gone else {}
+        gone = [s for s in tracked if queue.get(s.job_ids[-1], {}).get("state") not in ON_ITS_WAY]
+        accounting = sacct([s.job_ids[-1] for s in gone if s.job_ids[-1] not in queue]) if gone else {}
         for s in tracked:
             job = s.job_ids[-1]
-            if job in queue:
+            if queue.get(job, {}).get("state") in ON_ITS_WAY:
                 info = queue[job]
                 s.note = f"SLURM job {job} {info['state'].lower()}" + (
                     f" ({info['reason']})" if info["state"] == "PENDING" and info["reason"] not in ("", "None") else "")
                 if s.status is Status.RUNNING and info["state"] == "PENDING":  # requeued under a trainer's feet
                     self._end(s, Status.QUEUED, "requeued", f"SLURM requeued job {job} while it trained", persist)
                 continue
-            self._left_queue(s, job, (accounting or {}).get(job), persist)
+            self._left_queue(s, job, queue.get(job) or (accounting or {}).get(job), persist)
 
     def _left_queue(self, s: CellStatus, job: str, record: dict[str, str] | None, persist: bool) -> None:
         """A job squeue no longer lists, while its cell says queued or running."""
@@ -270,14 +275,17 @@ class SlurmExecutor(Executor):
             s.status, s.state = fresh.status, fresh.state
             return
         state = (record or {}).get("state", "")
-        if state in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "SUSPENDED", "CONFIGURING"):
+        if state in ON_ITS_WAY:
             return  # accounting still sees it on its way: squeue's view is late
         if not state:
             age = heartbeat_age(s.run.read_heartbeat())
             if s.status is Status.RUNNING and age is not None and age < HEARTBEAT_STALE_S:
                 return  # accounting is off or late, and the trainer beat a moment ago
-            self._end(s, Status.FAILED, "killed", f"SLURM job {job} left the queue without a result and accounting "
-                      f"has no record of how it ended", persist)
+            why = f"SLURM job {job} left the queue without a result and with no record of how it ended"
+            if s.status is Status.QUEUED:  # it never started: nothing to charge
+                self._end(s, Status.INTERRUPTED, "vanished", f"{why}, before it started", persist)
+            else:
+                self._end(s, Status.FAILED, "killed", why, persist)
             return
         status, why = ENDED.get(state, (Status.FAILED, "killed"))
         if state == "COMPLETED":
@@ -306,14 +314,23 @@ class SlurmExecutor(Executor):
             found = {job: info for source in (queue or {}, accounting or {}) for job, info in source.items()
                      if info.get("name") == sub.get("name")}
             job = _job_of(found, sub.get("index", 0), sub.get("size", 1))
-            if job:
+            was = Status(sub.get("was") or Status.NEW.value)
+            if job and self._has_task(job):
                 s.move(Status.QUEUED, f"its submission was found: SLURM job {job}", persist, job_id=job,
                        submission=None)
+            elif job:  # submitit hands a job its task after sbatch returns: the runner died in between
+                if persist:
+                    self.cancel_jobs([job])
+                s.move(was, f"its SLURM job {job} was submitted but never given its task (its runner died after "
+                       f"sbatch): cancelled, and the cell handed back", persist, submission=None)
             elif queue is not None and accounting is not None:
-                was = Status(sub.get("was") or Status.NEW.value)
                 s.move(was, "its submission never reached the cluster: handed back", persist, submission=None)
             else:
                 s.note = "submitting: squeue/sacct do not answer, so whether its job exists is not known yet"
+
+    def _has_task(self, job: str) -> bool:
+        """Whether submitit gave the job its pickled task (it does so right after sbatch returns the job id)."""
+        return (study_dir(self.spec).resolve() / ".submitit" / job / f"{job}_submitted.pkl").exists()
 
     # --- waiting and cancelling ----------------------------------------------------------------------------------
 
@@ -352,7 +369,10 @@ class SlurmExecutor(Executor):
         return problems
 
     def cancel(self, statuses: list[CellStatus]) -> None:
-        jobs = [s.job_ids[-1] for s in statuses if s.job_ids]
+        self.cancel_jobs([s.job_ids[-1] for s in statuses if s.job_ids])
+
+    @staticmethod
+    def cancel_jobs(jobs: list[str]) -> None:
         if jobs:
             subprocess.run(["scancel", *jobs], capture_output=True, timeout=60)
 
