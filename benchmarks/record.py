@@ -108,7 +108,7 @@ def header(command: list[str]) -> dict[str, str]:
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min, at the start)"}
 
 
-def record(name: str, command: list[str]) -> int:
+def record(name: str, command: list[str], folder: Path = REFERENCE) -> int:
     fields = header(command)
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -118,18 +118,19 @@ def record(name: str, command: list[str]) -> int:
         output.append(line)
     status = process.wait()
     fields |= {"wall_s": f"{time.perf_counter() - start:.1f}", "exit": str(status)}
-    REFERENCE.mkdir(parents=True, exist_ok=True)
-    path = REFERENCE / f"{name}.txt"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.txt"
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(f"# {k}: {v}\n" for k, v in fields.items()) + SEPARATOR + "\n" + "".join(output))
     os.replace(tmp, path)
-    print(f"record: {path.relative_to(ROOT)} (exit {status}, {fields['wall_s']} s)", file=sys.stderr)
+    print(f"record: {path} (exit {status}, {fields['wall_s']} s)", file=sys.stderr)
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", help="the record's name: results/reference/NAME.txt")
+    parser.add_argument("--folder", type=Path, default=REFERENCE, help="where NAME.txt goes (default: %(default)s)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no command: write it after '--', e.g. record.py digits -- mixer-train studies/runs/x.yaml")
     if shutil.which(command[0]) is None and not Path(command[0]).exists():
         parser.error(f"command {command[0]!r} not found on PATH")
-    return record(args.name, command)
+    return record(args.name, command, args.folder)
 
 
 if __name__ == "__main__":
