@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, write_study
+from harness.attempt import Interrupted
 from harness.config import resolve
 from harness.records import RunDir
 from harness.train import train
@@ -20,7 +21,7 @@ from runner.validation import validate_cells
 # the DataLoader path (data.loader: dataloader) on the digits, deterministic settings, on the CPU
 DATALOADER_RUN = {"model": {"dim": 32, "depth": 2, "patch_size": 1, "kernel_size": 3},
                   "data": {"dataset": "digits", "loader": "dataloader"},
-                  "recipe": {"name": "small", "epochs": 3, "batch_size": 128},
+                  "recipe": {"name": "small", "epochs": 3, "batch_size": 64, "lr": 0.01},
                   "system": {"device": "cpu", "layout": "contiguous", "threads": 1, "deterministic": True},
                   "bench": {"enabled": False}}
 # With workers, each worker's random state (the per-image augmentation) is not in the checkpoint: a resumed run
@@ -37,8 +38,10 @@ def _curve(run: Path) -> list[dict]:
 def _interrupted_then_resumed(cfg, run: Path) -> dict:
     """Train until the first epoch checkpoint exists, stop there (status interrupted), then resume to the end."""
     checkpoint = run / "checkpoint.pt"
-    first = train(cfg, run, stop=checkpoint.exists)
-    assert first["status"] == "interrupted" and len(RunDir(run).read_metrics()) < cfg.recipe.epochs, first
+    with pytest.raises(Interrupted):
+        train(cfg, run, stop=checkpoint.exists)
+    assert json.loads(RunDir(run).state.read_text())["status"] == "interrupted"
+    assert len(RunDir(run).read_metrics()) == 1
     return train(cfg, run)
 
 
@@ -74,7 +77,7 @@ def test_the_validation_cache_is_keyed_by_the_torch_and_timm_versions(tmp_path, 
     assert len(list(verdicts.iterdir())) == 3  # another torch, then another timm: each checked again
 
 
-def test_a_dry_run_imports_torch_only_when_its_models_are_not_yet_checked(tmp_path):
+def test_a_dry_run_imports_torch_and_timm_only_when_its_models_are_not_yet_checked(tmp_path):
     study = write_study(tmp_path)
     probe = ("import json, sys, runner.cli; code = runner.cli.main([sys.argv[1], '--dry-run']); "
              "print(json.dumps([code, sorted(m for m in ('torch', 'timm') if m in sys.modules)]))")
@@ -85,5 +88,5 @@ def test_a_dry_run_imports_torch_only_when_its_models_are_not_yet_checked(tmp_pa
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.splitlines()[-1])
 
-    assert dry_run() == [0, ["torch"]]  # a cold cache: the models are built on the meta device
+    assert dry_run() == [0, ["timm", "torch"]]  # a cold cache: the models are built on the meta device
     assert dry_run() == [0, []]         # the verdict is cached: neither torch nor timm is imported
