@@ -102,7 +102,7 @@ def test_every_dataset_loads_real_data_or_says_where_to_put_it(name, tmp_path):
         ds.check()
     except DatasetError as e:  # files absent here (CIFAR offline): the message says where they go
         if root is None:  # a dataset read from where a system package installs it (Fashion-MNIST: Debian's)
-            skip_unless_required(f"{name}: its system package is not installed: {e}", "TOKENMIX_REQUIRE_DATASETS")
+            skip_unless_required(f"not installed here: {e}", "TOKENMIX_REQUIRE_DATASETS")
         assert str(tmp_path) in str(e) and ("put" in str(e) or "install" in str(e))
         return
     geo = ds.geometry()
@@ -170,6 +170,16 @@ def test_core_mixers_learn_digits_as_well_as_the_readme_says(mixer, tmp_path):
                                "bench.enabled": False})
     result = train(cfg, tmp_path / mixer)
     assert result["metrics"]["test_top1"] >= QUICKSTART_P2[mixer] - QUICKSTART_MARGIN, result["metrics"]
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"test_size": 360}, "test top-1 99.2%, top-5 100.0% (n=360)"),       # one image is 0.28 points: 1 decimal
+    ({"test_size": 10_000}, "test top-1 99.17%, top-5 100.00% (n=10,000)"),  # 0.01 points: 2 decimals
+    ({}, "test top-1 99.17%, top-5 100.00%"),                               # size unknown: 2 decimals, no n
+])
+def test_mixer_train_prints_accuracy_to_the_resolution_of_its_test_set(data, expected):
+    from harness.cli import _test_accuracy
+    assert _test_accuracy({"test_top1": 99.1667, "test_top5": 100.0}, data) == expected
 
 
 def test_divergence_stops_the_run(tmp_path):
