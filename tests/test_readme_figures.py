@@ -24,7 +24,7 @@ REFERENCE = ROOT / "results" / "reference"
 NOT_REGENERATED = "(not regenerated on this machine; no stored output)"
 LABEL_COLUMNS = {"what", "command", "block", "mixer", "evidence"}  # what a row is about, not what was measured
 EVIDENCE = re.compile(r"`(results/reference/[^`]+\.txt)`")
-NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+NUMBER = re.compile(r"(?<![\w-])\d[\d,]*(?:\.\d+)?")  # a figure, not part of a name (top-1, CIFAR-10, k5)
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,9 @@ def test_every_record_names_its_command_commit_machine_and_date(path):
     """A record names the commit it ran; only one copied from an older source (its `source` says which) may say the
     commit was not recorded."""
     header = read_record(path).header
-    assert re.fullmatch(r"[0-9a-f]{7,40}\b.*", header["commit"]) or (
+    assert re.fullmatch(r"[0-9a-f]{7,40}( .*)?", header["commit"]) or (
         "source" in header and header["commit"].startswith("not recorded")), header["commit"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d\b.*", header["date"]) and header["machine"] and header["command"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d.*", header["date"]) and header["machine"] and header["command"]
 
 
 def test_figures_are_matched_as_whole_numbers():
@@ -107,7 +107,7 @@ def test_figures_are_matched_as_whole_numbers():
 
 def test_record_stores_the_output_with_its_header_and_passes_the_exit_status_on(tmp_path):
     command = [sys.executable, "-c", "import sys; print('42.5 img/s'); print('oops', file=sys.stderr); sys.exit(3)"]
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "record.py"), "demo", "--folder", str(tmp_path),
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "record.py"), "--folder", str(tmp_path), "demo",
                            "--", *command], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 3 and "42.5 img/s" in done.stdout
     record = read_record(tmp_path / "demo.txt")
