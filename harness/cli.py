@@ -49,12 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixer-train: {e}", file=sys.stderr)
         return 2
     m, t = result["metrics"], result["throughput"] or {}
-    accuracy = (f"test top-1 {m['test_top1']:.2f}%, top-5 {m['test_top5']:.2f}% after {m['epochs']} epochs; "
-                if m["epochs"] else "")
+    accuracy = f"{_test_accuracy(m, result.get('data') or {})} after {m['epochs']} epochs; " if m["epochs"] else ""
     print(f"{result['status']}: {accuracy}{result['model']['params'] / 1e6:.3f}M params; inference "
           f"{t.get('infer_img_s') or 0:,.0f} img/s, training {t.get('train_img_s') or 0:,.0f} img/s; "
           f"{time.perf_counter() - t0:.1f} s in all")
     return 0 if result["status"] == "done" else 3
+
+
+def _test_accuracy(metrics: dict, data: dict) -> str:
+    """Top-1 and top-5 to the resolution of the test set, as the report's tables print them, with its size n."""
+    from analysis.metrics import METRICS
+    n = data.get("test_size")
+    top1, top5 = (METRICS[k].resolved(n).format(metrics[k]) for k in ("test_top1", "test_top5"))
+    return f"test top-1 {top1}%, top-5 {top5}%" + (f" (n={n:,})" if n else "")
 
 
 if __name__ == "__main__":

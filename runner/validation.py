@@ -1,10 +1,12 @@
 """Every cell of a study checked before anything runs: its data (files present, geometry) and its model (built on
 the meta device). Model checks need torch, which takes seconds to import, so a study whose distinct models already
 passed with the same source code is not checked again: the verdict is cached under the toolkit's cache folder,
-keyed by the code and the models. `--dry-run` and re-runs of a study then stay fast."""
+keyed by the code, the installed torch and timm versions and the models. `--dry-run` and re-runs of a study then stay
+fast; the first check of new models (or of new code, or a new torch or timm) imports torch."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 
 from harness.datasets import Geometry, cache_dir
@@ -15,10 +17,18 @@ from harness.validate import check_data
 from .spec import Cell, StudyError, StudySpec, cell_label
 
 
+def _installed(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
 def _source_fingerprint(imports: list[str], folder: str) -> str:
-    """Changes whenever the code that builds models changes (the packages, or a study's plugin modules)."""
+    """Changes whenever the code that builds models changes: the packages, a study's plugin modules, or the installed
+    torch and timm (read from their package metadata, which does not import them)."""
     files = [p for pkg in ("mixers", "harness") for p in sorted((PACKAGE_ROOT / pkg).glob("*.py"))]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"torch {_installed('torch')}, timm {_installed('timm')}".encode())
     for path in [*files, *locate_plugins(imports, [folder])]:
         stat = path.stat()
         digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())

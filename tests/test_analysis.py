@@ -32,6 +32,7 @@ from analysis.metrics import METRICS
 from analysis.pareto import pareto_mask
 from analysis.stats import t_quantile
 from analysis_fixtures import write_study
+from conftest import skip_unless_required
 
 MIXERS, PATCHES, SEEDS = ("dwconv", "attention", "identity"), (1, 2, 4), (0, 1, 2)
 OUTCOMES = {
@@ -262,9 +263,12 @@ def test_latex_tables_mark_the_same_best_values(built):
     assert r"\emph{failed}" in tex and r"\toprule" in tex and r"$_{n=2}$" in tex
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
 @pytest.mark.parametrize("study", ["study_dir", "kernel_study"])
 def test_every_latex_table_compiles_and_fits_a_two_column_paper(study, request, tmp_path):
+    if shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None or subprocess.run(
+            ["kpsewhich", "booktabs.sty"], capture_output=True).returncode != 0:
+        skip_unless_required("pdflatex with booktabs is not installed (Debian: apt-get install texlive-latex-base "
+                             "texlive-latex-recommended)", "TOKENMIX_REQUIRE_LATEX")
     copy = shutil.copytree(request.getfixturevalue(study), tmp_path / "study")  # leave the shared build alone
     paths = build_report(copy, figures=False, echo=None)
     tables = sorted(p for p in paths.tables if p.suffix == ".tex")
