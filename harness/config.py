@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from .recipes import RECIPES
 from .schema import ConfigError, check, did_you_mean, parse, set_dotted, to_dict
+from .yamlio import load_file
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,7 @@ def resolve(raw: dict[str, Any] | None = None, overrides: dict[str, Any] | None 
 def load_config(file: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     raw: dict[str, Any] = {}
     if file is not None:
-        with open(file) as f:
-            raw = yaml.safe_load(f) or {}
+        raw = load_file(file, "run config") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: expected a mapping of config sections, got {type(raw).__name__}")
     return resolve(raw, overrides, path=str(file) if file else "config")

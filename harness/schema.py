@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
-
-import yaml
 
 T = TypeVar("T")
 
@@ -94,7 +93,18 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             return value
     else:
         raise TypeError(f"unsupported config type {tp!r} at {path}")
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}{_yaml11_hint(tp, value)}")
+
+
+def _yaml11_hint(tp: Any, value: Any) -> str:
+    """What a YAML 1.1 habit meant: files are read as YAML 1.2 (harness/yamlio.py), so `2:00:00` and `no` are strings."""
+    if not isinstance(value, str):
+        return ""
+    if tp in (int, float) and re.fullmatch(r"[-+]?\d+(:[0-5]?\d)+(\.\d*)?", value):
+        return " (base-60 numbers are not read as numbers; write the number itself, e.g. 120 for 2:00)"
+    if tp is bool and value.lower() in ("yes", "no", "on", "off", "y", "n"):
+        return " (only true and false are booleans)"
+    return ""
 
 
 @functools.cache
@@ -117,6 +127,10 @@ def parse(cls: type[T], data: Any, path: str) -> T:
         if key not in names:
             raise ConfigError(f"{path}.{key}: unknown key{did_you_mean(str(key), names)}; valid: {', '.join(names)}")
         values[key] = _coerce(hints[key], value, f"{path}.{key}")
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in values:
+            raise ConfigError(f"{path}.{f.name}: missing; this key is required ({_type_name(hints[f.name])})")
     try:
         return cls(**values)
     except ConfigError as e:
@@ -160,10 +174,11 @@ def get_dotted(data: Any, key: str) -> Any:
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
     """["recipe.epochs=3", "model.mixer=pool"] -> {"recipe.epochs": 3, "model.mixer": "pool"}; values are YAML."""
+    from .yamlio import scalar  # yamlio raises this module's ConfigError
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. recipe.epochs=3")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        out[key.strip()] = scalar(raw, f"override {key.strip()}")
     return out
