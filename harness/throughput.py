@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator, Literal
@@ -179,10 +180,10 @@ def search(model: nn.Module, mode: Mode, device: torch.device, settings: list[Se
 
 def benchmark(model: nn.Module, input_size: tuple[int, int, int], device: torch.device, settings: list[Setting],
               batch_size: int, warmup: int, iters: int, num_classes: int, compile: bool | str = "auto",
-              modes: tuple[Mode, ...] = ("infer", "train")) -> dict[str, Any]:
+              modes: tuple[Mode, ...] = ("infer", "train"), budget_s: float = 5.0) -> dict[str, Any]:
     """Every mode under every setting; the result as recorded in result.json's `throughput`."""
     measurements = [m for mode in modes for m in search(model, mode, device, settings, compile, batch_size,
-                                                        input_size, warmup, iters, num_classes)]
+                                                        input_size, warmup, iters, num_classes, budget_s)]
     out: dict[str, Any] = {"measurements": [asdict(m) for m in measurements]}
     for mode in modes:
         top = best(measurements, mode)
@@ -199,46 +200,73 @@ def bench_defaults(device: torch.device) -> dict[str, int]:
     return dict(batch_size=32, warmup=2, iters=5)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    from .errors import run_main
+    return run_main("mixer-bench", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     from mixers import MIXERS, MixerNet
-    from mixers.summary import add_model_arguments, model_arguments
-    parser = argparse.ArgumentParser(description="Inference and training throughput of every mixer (or some).")
+    from mixers.summary import add_model_arguments, checked_model, model_arguments, positive_int
+
+    from .errors import add_debug_argument
+    from .schema import ConfigError
+    parser = argparse.ArgumentParser(prog="mixer-bench",
+                                     description="Inference and training throughput of every mixer (or some).")
     parser.add_argument("--mixers", nargs="+", default=None, help="default: every registered mixer")
     parser.add_argument("--block", default="convmixer")
     add_model_arguments(parser)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: 256 on a GPU, 8 on a CPU")
+    parser.add_argument("--warmup", type=positive_int, default=None, help="default: 10 on a GPU, 2 on a CPU")
+    parser.add_argument("--iters", type=positive_int, default=None, help="default: 40 on a GPU, 5 on a CPU")
+    parser.add_argument("--budget-s", type=float, default=1.0,
+                        help="seconds per measurement at most (fewer steps when steps are slow; default 1)")
     parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS])
     parser.add_argument("--layout", default="auto", choices=["auto", "contiguous", "channels_last"])
     parser.add_argument("--compile", default="auto", choices=["auto", "yes", "no"])
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    if not args.budget_s > 0:
+        raise ConfigError(f"--budget-s: must be > 0, got {args.budget_s}")
+    names = args.mixers or MIXERS.names()
+    for name in names:
+        if name not in MIXERS:
+            raise ConfigError(f"--mixers: {MIXERS.unknown_message(name)}")
 
     from .environment import environment, resolve_device
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:
+        raise ConfigError(f"--device: {e}; valid here: auto, cpu") from None
     defaults = bench_defaults(device)
-    batch, warmup, iters = (args.batch_size or defaults["batch_size"], args.warmup or defaults["warmup"],
-                            args.iters or defaults["iters"])
+    # a CPU's default batch here is 8, not a run's 32, so that every mixer is measured within a minute on 2 cores
+    batch = args.batch_size or (defaults["batch_size"] if device.type == "cuda" else 8)
+    warmup, iters = args.warmup or defaults["warmup"], args.iters or defaults["iters"]
     compile_choice = {"auto": "auto", "yes": True, "no": False}[args.compile]
     settings = candidate_settings(device, args.precision, args.layout)
+    torch.manual_seed(0)
+    models = {name: checked_model(lambda: MixerNet(mixer=name, block=args.block, **model_arguments(args)), args)
+              for name in names}  # every model is built (and so checked) before the first measurement
     env = environment(device)
     print(f"{env['device_name']} ({env['device']}, torch {env['torch']}, {env['threads']} threads); "
           f"h={args.dim} d={args.depth} p={args.patch_size} k={args.kernel_size} block={args.block}, "
-          f"{args.img_size}x{args.img_size}, batch {batch}, {warmup} warm-up + {iters} timed steps", flush=True)
+          f"{args.img_size}x{args.img_size}, batch {batch}, {warmup} warm-up + {iters} timed steps, at most "
+          f"{args.budget_s:g} s per setting", flush=True)
     print("| mixer | infer img/s | infer setting | train img/s | train setting | all settings (infer / train img/s) |")
     print("|---|---:|---|---:|---|---|")
-    for name in args.mixers or MIXERS.names():
-        torch.manual_seed(0)
-        model = MixerNet(mixer=name, block=args.block, **model_arguments(args))
+    for i, (name, model) in enumerate(models.items()):
+        print(f"mixer-bench: [{i + 1}/{len(models)}] {name}: {2 * len(settings)} settings ...", file=sys.stderr,
+              flush=True)
         result = benchmark(model, (args.in_chans, args.img_size, args.img_size), device, settings, batch, warmup,
-                           iters, args.num_classes, compile_choice)
+                           iters, args.num_classes, compile_choice, budget_s=args.budget_s)
         by_setting: dict[str, list[str]] = {}
         for m in result["measurements"]:
             by_setting.setdefault(_label(m), []).append(f"{m['img_s']:.0f}" if m["img_s"] else "failed")
         all_settings = "; ".join(f"{k}: {' / '.join(v)}" for k, v in by_setting.items())
         print(f"| {name} | {_fmt(result['infer_img_s'])} | {_label(result['infer_setting'])} | "
               f"{_fmt(result['train_img_s'])} | {_label(result['train_setting'])} | {all_settings} |", flush=True)
+    return 0
 
 
 def _fmt(value: float | None) -> str:
@@ -252,4 +280,4 @@ def _label(setting: dict[str, Any] | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

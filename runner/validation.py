@@ -41,6 +41,11 @@ def load_plugins(spec: StudySpec, where: str) -> None:
             importlib.import_module(module)
         except ImportError as e:
             raise StudyError(f"{where}.imports[{i}]: cannot import {module!r} ({e})") from None
+        except SyntaxError as e:
+            raise StudyError(f"{where}.imports[{i}]: {module!r} has a syntax error: {e.filename}, line {e.lineno}: "
+                             f"{e.msg}") from None
+        except Exception as e:  # a plugin that fails as it registers (a name taken, a bad argument): its own words
+            raise StudyError(f"{where}.imports[{i}]: importing {module!r} failed: {type(e).__name__}: {e}") from None
 
 
 def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
