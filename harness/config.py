@@ -34,8 +34,8 @@ class ModelConfig:
     drop_rate: float = 0.0          # dropout before the classifier
 
     def __post_init__(self) -> None:
-        for name in ("dim", "depth", "patch_size", "kernel_size"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        for name, top in (("dim", 2 ** 16), ("depth", 1024), ("patch_size", 1024), ("kernel_size", 1024)):
+            check(1 <= getattr(self, name) <= top, name, f"must be 1 to {top:,}, got {getattr(self, name):,}")
         check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", "must be in [0, 1)")
         check(0.0 <= self.drop_rate < 1.0, "drop_rate", "must be in [0, 1)")
 
@@ -126,6 +126,7 @@ class SystemConfig:
     def __post_init__(self) -> None:
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
               f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or null, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,11 @@ class BenchConfig:
     iters: int | None = None        # None: 40 on a GPU, 5 on a CPU
     img_size: int | None = None     # None: the training resolution
     compile: bool | Literal["auto"] = "auto"  # also measure compiled (auto: on GPUs only)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "warmup", "iters", "img_size"):  # null means the default; 0 is a mistake
+            value = getattr(self, name)
+            check(value is None or value >= 1, name, f"must be >= 1 or null (the default), got {value}")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def check_output_folder(path: Path, what: str) -> None:
     if existing.exists() and not existing.is_dir():
         where = "" if existing == path else f" ({existing} is a file)"
         raise ConfigError(f"{what}: {path} is not a folder{where}; give a folder path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: cannot write in {existing} (permission denied or read-only); give a writable "
-                          f"folder")
+    try:  # a probe, not os.access: root passes access() on read-only mounts and pseudo file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".tokenmix-probe-", dir=existing))
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot write in {existing} ({e.strerror}); give a writable folder") from None

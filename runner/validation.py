@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.datasets import Geometry, cache_dir
 from harness.records import PACKAGE_ROOT, atomic_write_json
-from harness.validate import check_data
+from harness.validate import check_batch, check_data
 
 from .spec import Cell, StudyError, StudySpec, cell_label
 
@@ -48,8 +48,9 @@ def load_plugins(spec: StudySpec, where: str) -> None:
             raise StudyError(f"{where}.imports[{i}]: importing {module!r} failed: {type(e).__name__}: {e}") from None
 
 
-def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
-    """Raise StudyError naming the first bad cell; returns quietly when every cell can run."""
+def validate_cells(spec: StudySpec, cells: list[Cell], where: str, here: bool = False) -> None:
+    """Raise StudyError naming the first bad cell; returns quietly when every cell can run. `here`: the cells run on
+    this machine, so their devices must exist and their models fit its memory."""
     load_plugins(spec, where)
     geometries: dict[str, Geometry] = {}
     models: dict[str, tuple[Cell, Geometry]] = {}
@@ -60,11 +61,24 @@ def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
             geometries[data_key] = check_data(cell.config, cell_label(where, cell.params))
         geometry = geometries[data_key]
         models.setdefault(json.dumps([config["model"], geometry.__dict__], sort_keys=True), (cell, geometry))
-    key = hashlib.sha256((_source_fingerprint(spec.imports) + "".join(sorted(models))).encode()).hexdigest()
+        check_batch(cell.config, cell_label(where, cell.params))
+    here_key = device_memory_key() if here else ""
+    key = hashlib.sha256((_source_fingerprint(spec.imports) + here_key + "".join(sorted(models))).encode()).hexdigest()
     verdict = cache_dir() / "validated" / f"{key[:32]}.json"
     if verdict.exists():
         return
-    from harness.validate import check_model  # imports torch: only when this code and these models are new
+    from harness.validate import check_device, check_memory, check_model  # torch: only for new code and models
     for cell, geometry in models.values():
-        check_model(cell.config, geometry, cell_label(where, cell.params))
+        label = cell_label(where, cell.params)
+        params = check_model(cell.config, geometry, label)
+        if here:
+            check_device(cell.config, label)
+            check_memory(cell.config, geometry, params, label)
     atomic_write_json(verdict, {"models": len(models)})
+
+
+def device_memory_key() -> str:
+    """This machine's devices, for the verdict cache of checks made `here` (torch-free: /proc and nvidia's files)."""
+    import os
+    gpus = sorted(os.listdir("/proc/driver/nvidia/gpus")) if os.path.isdir("/proc/driver/nvidia/gpus") else []
+    return f"here:{os.sysconf('SC_PHYS_PAGES')}:{','.join(gpus)}"
