@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from harness.errors import EXIT_FAILED, EXIT_USAGE, add_debug_argument, check_output_folder, run_main
+from harness.errors import EXIT_FAILED, EXIT_USAGE, add_debug_argument, check_output_folder, debugging, run_main
 from harness.records import atomic_write_bytes, code_version, now, write_config
 from harness.schema import ConfigError
 
@@ -299,6 +299,8 @@ def _main(argv: list[str]) -> int:
         print(f"run-study: {time.perf_counter() - t0:.1f} s")
         return code
     except ConfigError as e:  # a bad study file, base config or cell (StudyError is one too)
+        if debugging(argv):
+            raise
         print(f"run-study: {e}\nnothing was submitted.", file=sys.stderr)
         return EXIT_USAGE
     except StudyInterrupted as e:
