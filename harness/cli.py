@@ -3,8 +3,8 @@
     mixer-train                                   # the embedded default: ConvMixer-256/8 on digits, CPU or GPU
     mixer-train run.yaml recipe.epochs=5 model.mixer=pool --out results/my-run
 
-Exit codes (harness/errors.py): 0 done; 1 the run failed or diverged (the cause, and where it is recorded); 2 a mistake in
-the config or the arguments (nothing written); 130 interrupted (resumable from the last epoch checkpoint).
+Exit codes (harness/errors.py): 0 done; 1 the run failed or diverged (the cause, and where it is recorded); 2 a mistake
+in the config or the arguments (nothing written); 130 interrupted (resumable from the last epoch checkpoint).
 """
 from __future__ import annotations
 

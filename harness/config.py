@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from .recipes import RECIPES
 from .schema import ConfigError, check, did_you_mean, parse, set_dotted, to_dict
 from .yamlio import load_file

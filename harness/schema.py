@@ -97,7 +97,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
 
 
 def _yaml11_hint(tp: Any, value: Any) -> str:
-    """What a YAML 1.1 habit meant: files are read as YAML 1.2 (harness/yamlio.py), so `2:00:00` and `no` are strings."""
+    """What a YAML 1.1 habit meant: files are read as YAML 1.2 (harness/yamlio.py): `2:00:00` and `no` are strings."""
     if not isinstance(value, str):
         return ""
     if tp in (int, float) and re.fullmatch(r"[-+]?\d+(:[0-5]?\d)+(\.\d*)?", value):

@@ -246,8 +246,8 @@ def _main(argv: list[str]) -> int:
     compile_choice = {"auto": "auto", "yes": True, "no": False}[args.compile]
     settings = candidate_settings(device, args.precision, args.layout)
     torch.manual_seed(0)
-    models = {name: checked_model(lambda: MixerNet(mixer=name, block=args.block, **model_arguments(args)), args)
-              for name in names}  # every model is built (and so checked) before the first measurement
+    build = lambda name: lambda: MixerNet(mixer=name, block=args.block, **model_arguments(args))
+    models = {name: checked_model(build(name), args) for name in names}  # all checked before the first measurement
     env = environment(device)
     print(f"{env['device_name']} ({env['device']}, torch {env['torch']}, {env['threads']} threads); "
           f"h={args.dim} d={args.depth} p={args.patch_size} k={args.kernel_size} block={args.block}, "

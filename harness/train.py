@@ -19,7 +19,6 @@ import torch
 
 from mixers import MixerNet
 from mixers.summary import summarize
-
 from runner.status import Status
 
 from .attempt import Attempt, Interrupted, never, totals

@@ -90,9 +90,9 @@ def check_memory(cfg: RunConfig, geometry: Geometry, params: int, path: str = "c
     need = TRAIN_BYTES_PER_PARAM * params + activations
     if need > total:
         raise ModelConfigError(f"{path}.model: training needs about {need / 2**30:,.1f} GiB ({params / 1e6:,.1f}M "
-                               f"parameters x {TRAIN_BYTES_PER_PARAM} B + {activations / 2**30:,.1f} GiB of activations "
-                               f"at batch {cfg.recipe.batch_size}), more than the {total / 2**30:,.1f} GiB of {device}; "
-                               f"use a smaller model.dim/depth or batch")
+                               f"parameters x {TRAIN_BYTES_PER_PARAM} B + {activations / 2**30:,.1f} GiB of "
+                               f"activations at batch {cfg.recipe.batch_size}), more than the {total / 2**30:,.1f} GiB "
+                               f"of {device}; use a smaller model.dim/depth or batch")
 
 
 def check_model(cfg: RunConfig, geometry: Geometry, path: str = "config") -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+
 from .spec import StudyError, StudySpec, _matches
 
 CONFIRM_CELLS = 5_000     # larger studies need --yes

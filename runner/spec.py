@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from harness.config import RunConfig, resolve
 from harness.schema import ConfigError, did_you_mean, get_dotted, parse, to_dict
 from harness.yamlio import load_file

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from analysis_fixtures import OLD_SOURCE, write_study
 from scipy import stats
 
 from analysis import build_report, check_report, load_study, plots, read_erf, read_runs
@@ -27,7 +28,6 @@ from analysis.cli import main
 from analysis.metrics import METRICS
 from analysis.palette import MIXER_COLOURS
 from analysis.spec import SpecError
-from analysis_fixtures import OLD_SOURCE, write_study
 
 CONTROL = {"model.mixer": "dwconv"}
 

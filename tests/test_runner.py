@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, TINY_BASE, run_study, write_study
+
 from runner.spec import expand, load_spec
 
 
