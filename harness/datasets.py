@@ -72,6 +72,10 @@ class Dataset:
     def check(self) -> None:
         """Raise DatasetError unless the files are there."""
 
+    def needs_download(self) -> bool:
+        """Whether `check` would download the files (a dry run never does)."""
+        return False
+
     def load(self, split: Split) -> tuple[Any, Any]:
         """(images uint8 (N, C, H, W), labels int64 (N,)) as numpy arrays."""
         raise TypeError(f"{type(self).__name__} is read through a DataLoader, not loaded into memory")
@@ -170,8 +174,11 @@ class _Cifar(Dataset):
     label_key = ""
     split_files: dict[str, list[str]] = {}
 
+    def needs_download(self) -> bool:
+        return not (self.root / self.folder).is_dir()
+
     def check(self) -> None:
-        if (self.root / self.folder).is_dir():
+        if not self.needs_download():
             return
         try:
             import torchvision.datasets

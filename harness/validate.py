@@ -6,6 +6,8 @@ with the key path, and not an hour into a cluster job.
 """
 from __future__ import annotations
 
+import sys
+
 from .config import RunConfig
 from .datasets import DATASETS, DatasetError, Geometry, create_dataset
 from .schema import ConfigError
@@ -15,12 +17,17 @@ class ModelConfigError(ConfigError):
     """A model or data setting that the registries or the model builder reject."""
 
 
-def check_data(cfg: RunConfig, path: str = "config") -> Geometry:
+def check_data(cfg: RunConfig, path: str = "config", download: bool = True) -> Geometry:
+    """The data's geometry, its files checked; `download=False` (a dry run) leaves files to be downloaded alone."""
     if cfg.data.dataset not in DATASETS:
         raise ModelConfigError(f"{path}.data.dataset: {DATASETS.unknown_message(cfg.data.dataset)}")
     try:
         dataset = create_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
-        dataset.check()
+        if download or not dataset.needs_download():
+            dataset.check()
+        else:
+            print(f"note: {cfg.data.dataset} is not in {dataset.root} yet; it is downloaded when a cell runs",
+                  file=sys.stderr)
         geometry = dataset.geometry()
     except DatasetError as e:
         raise ModelConfigError(f"{path}.data: {e}") from None

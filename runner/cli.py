@@ -289,7 +289,7 @@ def _main(argv: list[str]) -> int:
         max_retries = spec.run.max_retries if args.max_retries is None else args.max_retries
         if args.dry_run:
             from .validation import validate_cells
-            validate_cells(spec, cells, where)
+            validate_cells(spec, cells, where, download=False)
             statuses = survey(spec, cells, persist=False)
             print_dry_run(spec, statuses, plan(statuses, max_retries, args.rerun, source)[0])
             return 0

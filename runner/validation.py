@@ -48,9 +48,10 @@ def load_plugins(spec: StudySpec, where: str) -> None:
             raise StudyError(f"{where}.imports[{i}]: importing {module!r} failed: {type(e).__name__}: {e}") from None
 
 
-def validate_cells(spec: StudySpec, cells: list[Cell], where: str, here: bool = False) -> None:
+def validate_cells(spec: StudySpec, cells: list[Cell], where: str, here: bool = False, download: bool = True) -> None:
     """Raise StudyError naming the first bad cell; returns quietly when every cell can run. `here`: the cells run on
-    this machine, so their devices must exist and their models fit its memory."""
+    this machine, so their devices must exist and their models fit its memory; `download=False` (a dry run): data
+    that a run would download is not fetched."""
     load_plugins(spec, where)
     geometries: dict[str, Geometry] = {}
     models: dict[str, tuple[Cell, Geometry]] = {}
@@ -58,7 +59,7 @@ def validate_cells(spec: StudySpec, cells: list[Cell], where: str, here: bool = 
         config = cell.config.to_dict()
         data_key = json.dumps(config["data"], sort_keys=True)
         if data_key not in geometries:
-            geometries[data_key] = check_data(cell.config, cell_label(where, cell.params))
+            geometries[data_key] = check_data(cell.config, cell_label(where, cell.params), download)
         geometry = geometries[data_key]
         models.setdefault(json.dumps([config["model"], geometry.__dict__], sort_keys=True), (cell, geometry))
         check_batch(cell.config, cell_label(where, cell.params))

@@ -320,3 +320,34 @@ def test_debug_shows_the_traceback(workdir: Path, capsys: pytest.CaptureFixture[
     write(workdir, study(base__model__dim=-1))
     with pytest.raises(Exception, match="base.model.dim"):
         run_study(["study.yaml", "--debug"])
+
+
+def test_a_rebuilt_report_replaces_exactly_the_files_it_wrote(tmp_path: Path) -> None:
+    import json
+
+    from analysis import build_report
+    from analysis.files import MANIFEST
+    from analysis_fixtures import write_study
+    folder = write_study(tmp_path, mixers=("dwconv", "identity"), patch_sizes=(1, 2), seeds=(0, 1),
+                         report={"control": {"model.mixer": "dwconv"}})
+    build_report(folder, figures=False, echo=None)
+    first = set(json.loads((folder / MANIFEST).read_text()))
+    assert {"tables/significance.md", "tables/significance.tex", "report.md", "summary.csv"} <= first
+    assert all((folder / name).is_file() for name in first)
+    (folder / "notes.md").write_text("mine")  # not the report's: left alone
+    study = yaml.safe_load((folder / "study.yaml").read_text())
+    study["report"] = {}
+    (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    build_report(folder, figures=False, echo=None)
+    second = set(json.loads((folder / MANIFEST).read_text()))
+    assert not (folder / "tables" / "significance.md").exists() and "tables/significance.md" not in second
+    assert all((folder / name).is_file() for name in second) and (folder / "notes.md").read_text() == "mine"
+
+
+def test_dry_run_never_downloads_nor_creates_data_folders(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(workdir, study(base__data={"dataset": "cifar10", "root": "data"}))
+    before = tree(workdir)
+    assert run_study(["study.yaml", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert "cifar10 is not in" in err and "2 would be submitted" in out
+    assert tree(workdir) == before and not (workdir / "data").exists()
