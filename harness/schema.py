@@ -47,7 +47,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return parse(tp, value, path)
     if origin is Literal:
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
@@ -108,7 +108,7 @@ def _yaml11_hint(tp: Any, value: Any) -> str:
 
 
 @functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
+def _type_hints(cls: Any) -> dict[str, Any]:
     """A dataclass's field types, in field order (resolving annotations is slow: once per class)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -120,14 +120,14 @@ def parse(cls: type[T], data: Any, path: str) -> T:
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {data!r}")
-    hints = _type_hints(cls)
+    hints = _type_hints(cls)  # type: ignore[arg-type]
     names = list(hints)
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
             raise ConfigError(f"{path}.{key}: unknown key{did_you_mean(str(key), names)}; valid: {', '.join(names)}")
         values[key] = _coerce(hints[key], value, f"{path}.{key}")
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if required and f.name not in values:
             raise ConfigError(f"{path}.{f.name}: missing; this key is required ({_type_name(hints[f.name])})")
@@ -140,7 +140,7 @@ def parse(cls: type[T], data: Any, path: str) -> T:
 def to_dict(obj: Any) -> Any:
     """A dataclass as plain JSON-able data (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
-        return {name: to_dict(getattr(obj, name)) for name in _type_hints(type(obj))}
+        return {name: to_dict(getattr(obj, name)) for name in _type_hints(type(obj))}  # type: ignore[arg-type]
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

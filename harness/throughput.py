@@ -68,7 +68,7 @@ def candidate_settings(device: torch.device, precision: str = "auto", layout: st
     as fp32 on a GPU that supports it (on a CPU, bf16 autocast rarely pays off)."""
     layouts = ["contiguous", "channels_last"] if layout == "auto" else [layout]
     precisions = (["fp32", "bf16"] if bf16_supported(device) else ["fp32"]) if precision == "auto" else [precision]
-    return [Setting(layout, precision) for layout in layouts for precision in precisions]
+    return [Setting(layout, precision) for layout in layouts for precision in precisions]  # type: ignore[arg-type]
 
 
 def tries_compile(device: torch.device, compile: bool | str) -> bool:
@@ -94,8 +94,9 @@ def measure(model: nn.Module, mode: Mode, setting: Setting, batch_size: int, inp
     """One timed measurement on a copy of `model` (the model itself is left untouched): up to `warmup` warm-up steps,
     then up to `iters` timed steps closed by a device synchronisation, fewer where steps are slow (`budget_s`)."""
     fmt = memory_format(setting.layout)
-    record = dict(mode=mode, layout=setting.layout, precision=setting.precision, compiled=setting.compiled,
-                  batch_size=batch_size, img_size=input_size[-1], device=str(device))
+    record: dict[str, Any] = dict(mode=mode, layout=setting.layout, precision=setting.precision,
+                                  compiled=setting.compiled, batch_size=batch_size, img_size=input_size[-1],
+                                  device=str(device))
     with _isolated_rng(device):
         try:
             net = copy.deepcopy(model).to(device).to(memory_format=fmt)
@@ -160,7 +161,7 @@ def measure_with_retry(model: nn.Module, mode: Mode, setting: Setting, batch_siz
 
 def best(measurements: list[Measurement], mode: Mode) -> Measurement | None:
     ok = [m for m in measurements if m.mode == mode and m.img_s is not None]
-    return max(ok, key=lambda m: m.img_s) if ok else None
+    return max(ok, key=lambda m: m.img_s or 0.0) if ok else None
 
 
 def search(model: nn.Module, mode: Mode, device: torch.device, settings: list[Setting], compile: bool | str,
@@ -173,7 +174,7 @@ def search(model: nn.Module, mode: Mode, device: torch.device, settings: list[Se
     measurements = [measure_with_retry(model, mode, s, batch_size, **kwargs) for s in settings]
     if tries_compile(device, compile):
         top = best(measurements, mode)
-        base = Setting(top.layout, top.precision) if top else settings[0]
+        base = Setting(top.layout, top.precision) if top else settings[0]  # type: ignore[arg-type]
         measurements.append(measure_with_retry(model, mode, replace(base, compiled=True), batch_size, **kwargs))
     return measurements
 
@@ -243,7 +244,8 @@ def _main(argv: list[str]) -> int:
     # a CPU's default batch here is 8, not a run's 32, so that every mixer is measured within a minute on 2 cores
     batch = args.batch_size or (defaults["batch_size"] if device.type == "cuda" else 8)
     warmup, iters = args.warmup or defaults["warmup"], args.iters or defaults["iters"]
-    compile_choice = {"auto": "auto", "yes": True, "no": False}[args.compile]
+    compile_choices: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
+    compile_choice = compile_choices[args.compile]
     settings = candidate_settings(device, args.precision, args.layout)
     torch.manual_seed(0)
     build = lambda name: lambda: MixerNet(mixer=name, block=args.block, **model_arguments(args))

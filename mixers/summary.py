@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ FLOP_RULES: dict[Any, Callable[..., int]] = {
     torch.ops.aten._fft_c2r: _fft_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
 }
+
+
+T = TypeVar("T")
 
 
 def count_params(model: nn.Module) -> int:
@@ -123,7 +126,7 @@ def model_arguments(args: argparse.Namespace) -> dict[str, int]:
     return {name: getattr(args, name) for name in MODEL_ARGUMENTS}
 
 
-def checked_model(build: Callable[[], nn.Module], args: argparse.Namespace) -> nn.Module:
+def checked_model(build: Callable[[], T], args: argparse.Namespace) -> T:
     """`build()`, with a model the arguments do not allow (a patch larger than the image ...) a ConfigError."""
     from harness.schema import ConfigError
     try:

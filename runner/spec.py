@@ -264,7 +264,8 @@ def expand(spec: StudySpec, where: str = "study") -> list[Cell]:
                          f"least one key, e.g. grid: {{model.mixer: [dwconv, identity]}}")
     if not points:
         raise StudyError(f"{where}.exclude: the rules exclude every cell of the grid; nothing would run")
-    cells, seen = [], {}
+    cells: list[Cell] = []
+    seen: dict[str, str] = {}
     for point in points:
         for seed in spec.seeds:
             params = {**point, "seed": seed}
