@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,11 +122,15 @@ class SystemConfig:
     deterministic: bool = False     # deterministic kernels (exact resume on GPU; slower)
     threads: int | None = None      # CPU threads (None: torch's default, or SLURM's cpus-per-task)
     checkpoint: bool = True         # a checkpoint after every epoch, to resume from
+    tracking: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # harness/tracking.py; not in run id
 
     def __post_init__(self) -> None:
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
               f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or null, got {self.threads}")
+        for i, sink in enumerate(self.tracking):
+            check(importlib.util.find_spec(sink) is not None, f"tracking[{i}]",
+                  f"{sink} is not installed: pip install -e '.[{sink}]'")
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,13 @@ class RunConfig:
 
     @functools.cached_property
     def run_id(self) -> str:
-        return run_id(self.to_dict())
+        """The hash of what is computed: where metrics are also sent (system.tracking) is left out."""
+        resolved = self.to_dict()
+        resolved["system"] = {k: v for k, v in resolved["system"].items() if k not in NOT_IDENTITY}
+        return run_id(resolved)
+
+
+NOT_IDENTITY = ("tracking",)  # system fields that do not change what a run computes
 
 
 def run_id(resolved: dict[str, Any]) -> str:

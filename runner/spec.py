@@ -62,6 +62,7 @@ class RunSpec(SlurmResources):
     parallel: int | None = None          # local: cells at once (None: one per GPU, or 1 on a CPU-only machine)
     max_retries: int = 2                 # failed cells are re-submitted at most this many times
     results: str = "results"             # the results root; the study writes <results>/<name>/
+    tracking: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # every cell's system.tracking
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,6 +183,9 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if run.get("profile"):
         run = {**_load_profile(path, run["profile"], folder), **run}
     raw["run"] = run
+    if run.get("tracking") and isinstance(raw.get("base") or {}, dict):  # run.tracking is every cell's system.tracking (not part of a run id)
+        base = raw["base"] = dict(raw.get("base") or {})
+        base["system"] = {**(base.get("system") or {}), "tracking": run["tracking"]}
     if isinstance(raw.get("seeds"), int) and not isinstance(raw.get("seeds"), bool):
         raw["seeds"] = list(range(raw["seeds"]))  # `seeds: 3` means 0, 1, 2
     try:

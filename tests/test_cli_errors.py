@@ -5,6 +5,7 @@ Most cases call the command's `main(argv)` in this process (fast); a representat
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
+from analysis_fixtures import write_study
 
+from analysis import build_report
 from analysis.cli import main as study_report
+from analysis.files import MANIFEST
 from harness.cli import main as mixer_train
 from harness.throughput import main as mixer_bench
 from mixers.summary import main as mixer_summary
@@ -323,11 +327,6 @@ def test_debug_shows_the_traceback(workdir: Path, capsys: pytest.CaptureFixture[
 
 
 def test_a_rebuilt_report_replaces_exactly_the_files_it_wrote(tmp_path: Path) -> None:
-    import json
-
-    from analysis import build_report
-    from analysis.files import MANIFEST
-    from analysis_fixtures import write_study
     folder = write_study(tmp_path, mixers=("dwconv", "identity"), patch_sizes=(1, 2), seeds=(0, 1),
                          report={"control": {"model.mixer": "dwconv"}})
     build_report(folder, figures=False, echo=None)
