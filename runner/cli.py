@@ -32,6 +32,7 @@ from harness.schema import ConfigError
 
 from .checks import CONFIRM_CELLS, check_size, warn_unused_rules
 from .interrupt import EXIT_INTERRUPTED, Interrupts, StudyInterrupted
+from .live import LiveView
 from .spec import Cell, StudyError, StudySpec, cell_value, expand, load_spec, resolved_study
 from .state import CellStatus, code_versions, counts, study_dir, study_lock, survey
 from .status import MEANING, Status
@@ -182,7 +183,8 @@ def submit(spec: StudySpec, cells: list[Cell], where: str, executor_name: str, m
     interrupts.check()
     problems: list[str] = []
     if executor_name != "slurm" or wait:
-        problems = wait_all(spec, cells, interrupts, executor)
+        with LiveView(spec, cells):
+            problems = wait_all(spec, cells, interrupts, executor)
     else:
         print(f"follow with: run-study {where} --status   (or --wait; results in {study_dir(spec)})")
         return 0

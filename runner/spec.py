@@ -183,7 +183,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if run.get("profile"):
         run = {**_load_profile(path, run["profile"], folder), **run}
     raw["run"] = run
-    if run.get("tracking") and isinstance(raw.get("base") or {}, dict):  # run.tracking is every cell's system.tracking (not part of a run id)
+    if run.get("tracking") and isinstance(raw.get("base") or {}, dict):  # every cell's system.tracking (no run id)
         base = raw["base"] = dict(raw.get("base") or {})
         base["system"] = {**(base.get("system") or {}), "tracking": run["tracking"]}
     if isinstance(raw.get("seeds"), int) and not isinstance(raw.get("seeds"), bool):
