@@ -271,6 +271,7 @@ def test_exclude_matching_nothing_is_a_warning(workdir: Path, capsys: pytest.Cap
     assert "study.yaml.include[0]" in err and "adds nothing" in err
 
 
+@pytest.mark.slow
 def test_overrides_are_applied_checked_and_recorded(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(workdir, study())
     argv = ["study.yaml", "model.dim=8", "seeds=2", "grid.model.mixer=[identity]", "run.executor=debug",
@@ -302,6 +303,7 @@ ENTRY = {"run-study": "runner.cli", "mixer-train": "harness.cli", "mixer-bench":
          "mixer-summary": "mixers.summary", "study-report": "analysis"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SUBPROCESS_CASES)
 def test_mistake_in_a_real_process(name: str, tmp_path: Path) -> None:
     _, command, files, argv, code, needles = next(c for c in CASES if c[0] == name)

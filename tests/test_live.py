@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from conftest import write_study
 
 from runner.cli import main as run_study
@@ -14,6 +15,7 @@ from runner.state import run_dir
 from runner.status import Status
 
 
+@pytest.mark.slow
 def test_live_line_counts_cells_and_estimates_what_is_left(tmp_path: Path) -> None:
     study = write_study(tmp_path, run={"executor": "debug"})
     assert run_study([str(study)]) == 0

@@ -25,6 +25,8 @@ from timm_suite_plugin import SELECTED
 
 from harness.datasets import cache_dir
 
+pytestmark = pytest.mark.slow  # minutes: timm's own model tests on every variant
+
 # what timm's suite runs on a standard (NCHW, standard-features) model with a pretrained cfg and no weights URL
 STANDARD_TESTS = {
     "test_model_forward", "test_model_backward", "test_model_default_cfgs", "test_model_forward_torchscript",

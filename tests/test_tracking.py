@@ -15,6 +15,8 @@ from conftest import ROOT, TINY_BASE, write_study
 from harness.config import resolve
 from runner.cli import main as run_study
 
+pytestmark = pytest.mark.slow  # real training runs
+
 
 def test_a_study_with_tensorboard_tracking_writes_event_files_per_run(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
