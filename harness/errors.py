@@ -10,6 +10,7 @@ No traceback is printed unless `--debug` is on the command line or `TOKENMIX_DEB
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -29,10 +30,10 @@ def debugging(argv: Sequence[str]) -> bool:
     return "--debug" in argv or os.environ.get("TOKENMIX_DEBUG", "") not in ("", "0")
 
 
-def add_debug_argument(parser: object) -> None:
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
     """`--debug` in a command's help; `run_main` reads it from the raw arguments, before parsing can fail."""
-    parser.add_argument("--debug", action="store_true",  # type: ignore[attr-defined]
-                        help="show the Python traceback of an error (also TOKENMIX_DEBUG=1)")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also "
+                                                             "TOKENMIX_DEBUG=1)")
 
 
 def _user_mistake(e: BaseException) -> bool:

@@ -352,3 +352,10 @@ def test_dry_run_never_downloads_nor_creates_data_folders(workdir: Path, capsys:
     out, err = capsys.readouterr()
     assert "cifar10 is not in" in err and "2 would be submitted" in out
     assert tree(workdir) == before and not (workdir / "data").exists()
+
+
+def test_yaml_is_read_by_the_1_2_core_schema() -> None:
+    from harness.yamlio import loads
+    data = loads("a: no\nb: off\nc: 2:00:00\nd: 1e-3\ne: true\nf: 0x10\ng: 12\nh: .inf\ni: yes\n", "t.yaml")
+    assert data == {"a": "no", "b": "off", "c": "2:00:00", "d": 0.001, "e": True, "f": 16, "g": 12,
+                    "h": float("inf"), "i": "yes"}
