@@ -108,6 +108,7 @@ def check_model(cfg: RunConfig, geometry: Geometry, path: str = "config") -> int
 
     from mixers import ACTIVATIONS, BLOCKS, MIXERS
     from mixers.registry import UnknownNameError
+    from mixers.summary import count_params
 
     from .train import build_model
     m = cfg.model
@@ -130,7 +131,7 @@ def check_model(cfg: RunConfig, geometry: Geometry, path: str = "config") -> int
     except (TypeError, ZeroDivisionError, RuntimeError) as e:  # a hyper-parameter the mixer does not check itself
         raise ModelConfigError(f"{path}.model: the {m.mixer} mixer in {m.block} blocks cannot be built with "
                                f"mixer_kwargs {m.mixer_kwargs}, block_kwargs {m.block_kwargs}: {e}") from None
-    return sum(p.numel() for p in model.parameters())
+    return count_params(model)
 
 
 def check_run(cfg: RunConfig, path: str = "config") -> Geometry:
