@@ -16,7 +16,7 @@ from typing import TextIO
 import pandas as pd
 
 from .aggregate import aggregate, group_codes
-from .files import write_atomic
+from .files import replace_manifest, write_atomic
 from .findings import render_findings
 from .load import Study, flatten, load_study, read_curves, read_erf, read_runs, stray_runs
 from .metrics import METRICS, PIVOT_ONLY_METRICS, TABLE_METRICS, metric
@@ -159,6 +159,8 @@ def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | Non
         figures=[p for ps in figure_set.written.values() for p in ps] if figure_set else [],
         skipped_figures=figure_set.skipped if figure_set else {},
     )
+    replace_manifest(out, [summary_csv, cells_csv, report_md, *table_paths, *paths.figures,
+                           *([summary_parquet] if summary_parquet else [])])
     if echo is not None:
         print(f"{study.name}: {status_line(runs)}\n", file=echo)
         print(to_markdown(tables[0]), file=echo)

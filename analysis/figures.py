@@ -12,8 +12,16 @@ import pandas as pd
 from .files import write_atomic
 from .metrics import axis_name, metric
 from .palette import MIXER
-from .plots import (FONT_RC, PlotSkipped, curve_quantity, heatmap, metric_vs_axis, receptive_fields,
-                    throughput_scatter, training_curves)
+from .plots import (
+    FONT_RC,
+    PlotSkipped,
+    curve_quantity,
+    heatmap,
+    metric_vs_axis,
+    receptive_fields,
+    throughput_scatter,
+    training_curves,
+)
 from .spec import ReportSpec
 from .tables import format_value
 

@@ -198,7 +198,7 @@ def _control_line(cells: pd.DataFrame, control: tuple[str, Any], m: Metric) -> s
     axis, level = control
     compared = cells[cells["control_n"].notna()]
     verdicts: dict[str, list[str]] = {"better": [], "worse": [], "cannot be told apart from it": []}
-    for value, group in compared.groupby(group_codes(compared, [axis]), sort=False):
+    for _, group in compared.groupby(group_codes(compared, [axis]), sort=False):
         name = format_value(group[axis].iloc[0])
         significant = group["p_holm"] < ALPHA
         better = significant & (group["delta_vs_control"] * (1 if m.higher_is_better else -1) > 0)

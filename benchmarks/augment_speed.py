@@ -85,7 +85,7 @@ def main() -> None:
     rows = [("torchvision PIL, per image (cpu, 1 process)", pil_s)]
     for name, spec in SPECS.items():
         aug = BatchAugment(spec, 32)
-        rows.append((f"BatchAugment: {name}", median_seconds(lambda: aug(x, generator), args.reps, sync)))
+        rows.append((f"BatchAugment: {name}", median_seconds(lambda aug=aug: aug(x, generator), args.reps, sync)))
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"batch {args.batch} CIFAR-10 images, 32x32, {args.threads} torch threads, BatchAugment on {device_name}; "

@@ -55,7 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the packed CIFAR-10 .npz (all 60,000 images)")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--recipe", default="convmixer_cifar10", choices=["convmixer_cifar10", "convmixer_cifar10_timm"],
+    parser.add_argument("--recipe", default="convmixer_cifar10",
+                        choices=["convmixer_cifar10", "convmixer_cifar10_timm"],
                         help="convmixer_cifar10: the reference script's torchvision RandAugment; the other: timm's ops")
     parser.add_argument("--k9-epochs", type=int, default=MODELS["ConvMixer-256/8 k9 p1"][2])
     # for a quick check of this script on a CPU: --device cpu --epochs 1 --dim 32 --depth 2

@@ -2,6 +2,9 @@
 
     mixer-train                                   # the embedded default: ConvMixer-256/8 on digits, CPU or GPU
     mixer-train run.yaml recipe.epochs=5 model.mixer=pool --out results/my-run
+
+Exit codes (harness/errors.py): 0 done; 1 the run failed or diverged (the cause, and where it is recorded); 2 a mistake
+in the config or the arguments (nothing written); 130 interrupted (resumable from the last epoch checkpoint).
 """
 from __future__ import annotations
 
@@ -10,50 +13,54 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import RunFailed, add_debug_argument, check_output_folder, run_main
+from .schema import ConfigError
+
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main("mixer-train", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     parser = argparse.ArgumentParser(prog="mixer-train", description=__doc__.split("\n\n")[0])
     parser.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
                         help="a YAML run config (optional), then dotted overrides such as recipe.epochs=5")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<run id>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch remains)")
-    args = parser.parse_args(argv)
+    add_debug_argument(parser)
+    args = parser.parse_intermixed_args(argv)
     file = args.items[0] if args.items and "=" not in args.items[0] else None
     overrides = args.items[1:] if file else args.items
 
     # validate before importing torch: a typo costs a fraction of a second, not the seconds torch takes to import
     from .config import load_config
-    from .datasets import DatasetError
-    from .schema import ConfigError, parse_overrides
-    try:
-        cfg = load_config(file, parse_overrides(overrides))
-    except (ConfigError, DatasetError, OSError) as e:
-        print(f"mixer-train: {e}", file=sys.stderr)
-        return 2
-
-    from .records import ConfigMismatchError
-    from .train import train
-    from .validate import ModelConfigError, check_run
-    try:
-        check_run(cfg)
-    except (ModelConfigError, DatasetError) as e:
-        print(f"mixer-train: {e}", file=sys.stderr)
-        return 2
+    from .schema import parse_overrides
+    cfg = load_config(file, parse_overrides(overrides))
     out = args.out or Path("results") / "runs" / cfg.run_id
+    check_output_folder(out, "--out" if args.out else "the run directory")
+
+    from .train import train
+    from .validate import check_run
+    check_run(cfg, file or "config")
     print(f"mixer-train: run {cfg.run_id} -> {out}", flush=True)
     try:
         result = train(cfg, out, progress=not args.no_progress and sys.stderr.isatty(),
                        log=lambda line: print(line, flush=True))
-    except ConfigMismatchError as e:
-        print(f"mixer-train: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # recorded in the run directory by train(); here one line and where to look
+        raise RunFailed(f"run {cfg.run_id} failed: {type(e).__name__}: {e}; its traceback is recorded in "
+                        f"{out / 'result.json'} (reason)") from e
     m, t = result["metrics"], result["throughput"] or {}
     accuracy = f"{_test_accuracy(m, result.get('data') or {})} after {m['epochs']} epochs; " if m["epochs"] else ""
     print(f"{result['status']}: {accuracy}{result['model']['params'] / 1e6:.3f}M params; inference "
           f"{t.get('infer_img_s') or 0:,.0f} img/s, training {t.get('train_img_s') or 0:,.0f} img/s; "
           f"{time.perf_counter() - t0:.1f} s in all")
-    return 0 if result["status"] == "done" else 3
+    if result["status"] != "done":
+        raise RunFailed(f"run {cfg.run_id} {result['status']}: {result.get('reason')}; the record is "
+                        f"{out / 'result.json'}, the curves {out / 'metrics.jsonl'}")
+    return 0
 
 
 def _test_accuracy(metrics: dict, data: dict) -> str:

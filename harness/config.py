@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from .recipes import RECIPES
 from .schema import ConfigError, check, did_you_mean, parse, set_dotted, to_dict
+from .yamlio import load_file
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class ModelConfig:
     drop_rate: float = 0.0          # dropout before the classifier
 
     def __post_init__(self) -> None:
-        for name in ("dim", "depth", "patch_size", "kernel_size"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        for name, top in (("dim", 2 ** 16), ("depth", 1024), ("patch_size", 1024), ("kernel_size", 1024)):
+            check(1 <= getattr(self, name) <= top, name, f"must be 1 to {top:,}, got {getattr(self, name):,}")
         check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", "must be in [0, 1)")
         check(0.0 <= self.drop_rate < 1.0, "drop_rate", "must be in [0, 1)")
 
@@ -122,10 +122,15 @@ class SystemConfig:
     deterministic: bool = False     # deterministic kernels (exact resume on GPU; slower)
     threads: int | None = None      # CPU threads (None: torch's default, or SLURM's cpus-per-task)
     checkpoint: bool = True         # a checkpoint after every epoch, to resume from
+    tracking: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # harness/tracking.py; not in run id
 
     def __post_init__(self) -> None:
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
               f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or null, got {self.threads}")
+        for i, sink in enumerate(self.tracking):
+            check(importlib.util.find_spec(sink) is not None, f"tracking[{i}]",
+                  f"{sink} is not installed: pip install -e '.[{sink}]'")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,11 @@ class BenchConfig:
     iters: int | None = None        # None: 40 on a GPU, 5 on a CPU
     img_size: int | None = None     # None: the training resolution
     compile: bool | Literal["auto"] = "auto"  # also measure compiled (auto: on GPUs only)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "warmup", "iters", "img_size"):  # null means the default; 0 is a mistake
+            value = getattr(self, name)
+            check(value is None or value >= 1, name, f"must be >= 1 or null (the default), got {value}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,13 @@ class RunConfig:
 
     @functools.cached_property
     def run_id(self) -> str:
-        return run_id(self.to_dict())
+        """The hash of what is computed: where metrics are also sent (system.tracking) is left out."""
+        resolved = self.to_dict()
+        resolved["system"] = {k: v for k, v in resolved["system"].items() if k not in NOT_IDENTITY}
+        return run_id(resolved)
+
+
+NOT_IDENTITY = ("tracking",)  # system fields that do not change what a run computes
 
 
 def run_id(resolved: dict[str, Any]) -> str:
@@ -196,8 +212,7 @@ def resolve(raw: dict[str, Any] | None = None, overrides: dict[str, Any] | None 
 def load_config(file: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     raw: dict[str, Any] = {}
     if file is not None:
-        with open(file) as f:
-            raw = yaml.safe_load(f) or {}
+        raw = load_file(file, "run config") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: expected a mapping of config sections, got {type(raw).__name__}")
     return resolve(raw, overrides, path=str(file) if file else "config")

@@ -61,6 +61,7 @@ class Dataset:
     in_memory = True
     default_root: str | None = None
     channels = image_size = num_classes = 0
+    train_size: int | None = None   # images in the training split, where known without reading the files
 
     def __init__(self, root: str | None = None):
         self.root = Path(root or self.default_root or ".").expanduser()
@@ -70,6 +71,10 @@ class Dataset:
 
     def check(self) -> None:
         """Raise DatasetError unless the files are there."""
+
+    def needs_download(self) -> bool:
+        """Whether `check` would download the files (a dry run never does)."""
+        return False
 
     def load(self, split: Split) -> tuple[Any, Any]:
         """(images uint8 (N, C, H, W), labels int64 (N,)) as numpy arrays."""
@@ -104,6 +109,7 @@ class Digits(Dataset):
 
     channels, image_size, num_classes = 1, 8, 10
     test_size = 360
+    train_size = 1797 - test_size
 
     def load(self, split: Split) -> tuple[Any, Any]:
         import numpy as np
@@ -133,7 +139,7 @@ class FashionMNIST(Dataset):
     Debian ships them: `apt-get install dataset-fashion-mnist` puts them in the default root.
     """
 
-    channels, image_size, num_classes = 1, 28, 10
+    channels, image_size, num_classes, train_size = 1, 28, 10, 60_000
     default_root = "/usr/share/datasets/fashion-mnist"
     files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -161,15 +167,18 @@ class FashionMNIST(Dataset):
 class _Cifar(Dataset):
     """CIFAR in torchvision's format (the extracted python pickles), downloaded through torchvision if missing."""
 
-    channels, image_size = 3, 32
+    channels, image_size, train_size = 3, 32, 50_000
     default_root = str(cache_dir() / "data")
     folder = ""
     tv_class = ""
     label_key = ""
     split_files: dict[str, list[str]] = {}
 
+    def needs_download(self) -> bool:
+        return not (self.root / self.folder).is_dir()
+
     def check(self) -> None:
-        if (self.root / self.folder).is_dir():
+        if not self.needs_download():
             return
         try:
             import torchvision.datasets
@@ -281,6 +290,7 @@ class Synthetic(Dataset):
                  train_size: int = 1024, test_size: int = 256):
         super().__init__(root)
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
+        self.train_size = train_size
         self.sizes = {"train": train_size, "test": test_size}
 
     def load(self, split: Split) -> tuple[Any, Any]:

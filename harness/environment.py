@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

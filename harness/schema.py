@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
-
-import yaml
 
 T = TypeVar("T")
 
@@ -48,7 +47,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return parse(tp, value, path)
     if origin is Literal:
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
@@ -94,11 +93,22 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             return value
     else:
         raise TypeError(f"unsupported config type {tp!r} at {path}")
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}{_yaml11_hint(tp, value)}")
+
+
+def _yaml11_hint(tp: Any, value: Any) -> str:
+    """What a YAML 1.1 habit meant: files are read as YAML 1.2 (harness/yamlio.py): `2:00:00` and `no` are strings."""
+    if not isinstance(value, str):
+        return ""
+    if tp in (int, float) and re.fullmatch(r"[-+]?\d+(:[0-5]?\d)+(\.\d*)?", value):
+        return " (base-60 numbers are not read as numbers; write the number itself, e.g. 120 for 2:00)"
+    if tp is bool and value.lower() in ("yes", "no", "on", "off", "y", "n"):
+        return " (only true and false are booleans)"
+    return ""
 
 
 @functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
+def _type_hints(cls: Any) -> dict[str, Any]:
     """A dataclass's field types, in field order (resolving annotations is slow: once per class)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -110,13 +120,17 @@ def parse(cls: type[T], data: Any, path: str) -> T:
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {data!r}")
-    hints = _type_hints(cls)
+    hints = _type_hints(cls)  # type: ignore[arg-type]
     names = list(hints)
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
             raise ConfigError(f"{path}.{key}: unknown key{did_you_mean(str(key), names)}; valid: {', '.join(names)}")
         values[key] = _coerce(hints[key], value, f"{path}.{key}")
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in values:
+            raise ConfigError(f"{path}.{f.name}: missing; this key is required ({_type_name(hints[f.name])})")
     try:
         return cls(**values)
     except ConfigError as e:
@@ -126,7 +140,7 @@ def parse(cls: type[T], data: Any, path: str) -> T:
 def to_dict(obj: Any) -> Any:
     """A dataclass as plain JSON-able data (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
-        return {name: to_dict(getattr(obj, name)) for name in _type_hints(type(obj))}
+        return {name: to_dict(getattr(obj, name)) for name in _type_hints(type(obj))}  # type: ignore[arg-type]
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -160,10 +174,11 @@ def get_dotted(data: Any, key: str) -> Any:
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
     """["recipe.epochs=3", "model.mixer=pool"] -> {"recipe.epochs": 3, "model.mixer": "pool"}; values are YAML."""
+    from .yamlio import scalar  # yamlio raises this module's ConfigError
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. recipe.epochs=3")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        out[key.strip()] = scalar(raw, f"override {key.strip()}")
     return out

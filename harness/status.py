@@ -53,7 +53,8 @@ MEANING: dict[Status, str] = {
     Status.DIVERGED: "finished with a NaN or infinite loss; final",
     Status.FAILED: "ended by an error or a lost process or job (see --status): `run-study FILE` retries it "
                    "up to run.max_retries times; `--rerun failed` retries it beyond that",
-    Status.INTERRUPTED: "stopped on purpose (Ctrl-C, SIGTERM, scancel); `run-study FILE` resumes it from its checkpoint",
+    Status.INTERRUPTED: "stopped on purpose (Ctrl-C, SIGTERM, scancel); `run-study FILE` resumes it from its "
+                        "checkpoint",
 }
 
 

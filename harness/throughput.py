@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator, Literal
@@ -67,7 +68,7 @@ def candidate_settings(device: torch.device, precision: str = "auto", layout: st
     as fp32 on a GPU that supports it (on a CPU, bf16 autocast rarely pays off)."""
     layouts = ["contiguous", "channels_last"] if layout == "auto" else [layout]
     precisions = (["fp32", "bf16"] if bf16_supported(device) else ["fp32"]) if precision == "auto" else [precision]
-    return [Setting(layout, precision) for layout in layouts for precision in precisions]
+    return [Setting(layout, precision) for layout in layouts for precision in precisions]  # type: ignore[arg-type]
 
 
 def tries_compile(device: torch.device, compile: bool | str) -> bool:
@@ -93,8 +94,9 @@ def measure(model: nn.Module, mode: Mode, setting: Setting, batch_size: int, inp
     """One timed measurement on a copy of `model` (the model itself is left untouched): up to `warmup` warm-up steps,
     then up to `iters` timed steps closed by a device synchronisation, fewer where steps are slow (`budget_s`)."""
     fmt = memory_format(setting.layout)
-    record = dict(mode=mode, layout=setting.layout, precision=setting.precision, compiled=setting.compiled,
-                  batch_size=batch_size, img_size=input_size[-1], device=str(device))
+    record: dict[str, Any] = dict(mode=mode, layout=setting.layout, precision=setting.precision,
+                                  compiled=setting.compiled, batch_size=batch_size, img_size=input_size[-1],
+                                  device=str(device))
     with _isolated_rng(device):
         try:
             net = copy.deepcopy(model).to(device).to(memory_format=fmt)
@@ -159,7 +161,7 @@ def measure_with_retry(model: nn.Module, mode: Mode, setting: Setting, batch_siz
 
 def best(measurements: list[Measurement], mode: Mode) -> Measurement | None:
     ok = [m for m in measurements if m.mode == mode and m.img_s is not None]
-    return max(ok, key=lambda m: m.img_s) if ok else None
+    return max(ok, key=lambda m: m.img_s or 0.0) if ok else None
 
 
 def search(model: nn.Module, mode: Mode, device: torch.device, settings: list[Setting], compile: bool | str,
@@ -172,17 +174,17 @@ def search(model: nn.Module, mode: Mode, device: torch.device, settings: list[Se
     measurements = [measure_with_retry(model, mode, s, batch_size, **kwargs) for s in settings]
     if tries_compile(device, compile):
         top = best(measurements, mode)
-        base = Setting(top.layout, top.precision) if top else settings[0]
+        base = Setting(top.layout, top.precision) if top else settings[0]  # type: ignore[arg-type]
         measurements.append(measure_with_retry(model, mode, replace(base, compiled=True), batch_size, **kwargs))
     return measurements
 
 
 def benchmark(model: nn.Module, input_size: tuple[int, int, int], device: torch.device, settings: list[Setting],
               batch_size: int, warmup: int, iters: int, num_classes: int, compile: bool | str = "auto",
-              modes: tuple[Mode, ...] = ("infer", "train")) -> dict[str, Any]:
+              modes: tuple[Mode, ...] = ("infer", "train"), budget_s: float = 5.0) -> dict[str, Any]:
     """Every mode under every setting; the result as recorded in result.json's `throughput`."""
     measurements = [m for mode in modes for m in search(model, mode, device, settings, compile, batch_size,
-                                                        input_size, warmup, iters, num_classes)]
+                                                        input_size, warmup, iters, num_classes, budget_s)]
     out: dict[str, Any] = {"measurements": [asdict(m) for m in measurements]}
     for mode in modes:
         top = best(measurements, mode)
@@ -199,46 +201,74 @@ def bench_defaults(device: torch.device) -> dict[str, int]:
     return dict(batch_size=32, warmup=2, iters=5)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    from .errors import run_main
+    return run_main("mixer-bench", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     from mixers import MIXERS, MixerNet
-    from mixers.summary import add_model_arguments, model_arguments
-    parser = argparse.ArgumentParser(description="Inference and training throughput of every mixer (or some).")
+    from mixers.summary import add_model_arguments, checked_model, model_arguments, positive_int
+
+    from .errors import add_debug_argument
+    from .schema import ConfigError
+    parser = argparse.ArgumentParser(prog="mixer-bench",
+                                     description="Inference and training throughput of every mixer (or some).")
     parser.add_argument("--mixers", nargs="+", default=None, help="default: every registered mixer")
     parser.add_argument("--block", default="convmixer")
     add_model_arguments(parser)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: 256 on a GPU, 8 on a CPU")
+    parser.add_argument("--warmup", type=positive_int, default=None, help="default: 10 on a GPU, 2 on a CPU")
+    parser.add_argument("--iters", type=positive_int, default=None, help="default: 40 on a GPU, 5 on a CPU")
+    parser.add_argument("--budget-s", type=float, default=1.0,
+                        help="seconds per measurement at most (fewer steps when steps are slow; default 1)")
     parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS])
     parser.add_argument("--layout", default="auto", choices=["auto", "contiguous", "channels_last"])
     parser.add_argument("--compile", default="auto", choices=["auto", "yes", "no"])
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    if not args.budget_s > 0:
+        raise ConfigError(f"--budget-s: must be > 0, got {args.budget_s}")
+    names = args.mixers or MIXERS.names()
+    for name in names:
+        if name not in MIXERS:
+            raise ConfigError(f"--mixers: {MIXERS.unknown_message(name)}")
 
     from .environment import environment, resolve_device
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:
+        raise ConfigError(f"--device: {e}; valid here: auto, cpu") from None
     defaults = bench_defaults(device)
-    batch, warmup, iters = (args.batch_size or defaults["batch_size"], args.warmup or defaults["warmup"],
-                            args.iters or defaults["iters"])
-    compile_choice = {"auto": "auto", "yes": True, "no": False}[args.compile]
+    # a CPU's default batch here is 8, not a run's 32, so that every mixer is measured within a minute on 2 cores
+    batch = args.batch_size or (defaults["batch_size"] if device.type == "cuda" else 8)
+    warmup, iters = args.warmup or defaults["warmup"], args.iters or defaults["iters"]
+    compile_choices: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
+    compile_choice = compile_choices[args.compile]
     settings = candidate_settings(device, args.precision, args.layout)
+    torch.manual_seed(0)
+    build = lambda name: lambda: MixerNet(mixer=name, block=args.block, **model_arguments(args))
+    models = {name: checked_model(build(name), args) for name in names}  # all checked before the first measurement
     env = environment(device)
     print(f"{env['device_name']} ({env['device']}, torch {env['torch']}, {env['threads']} threads); "
           f"h={args.dim} d={args.depth} p={args.patch_size} k={args.kernel_size} block={args.block}, "
-          f"{args.img_size}x{args.img_size}, batch {batch}, {warmup} warm-up + {iters} timed steps", flush=True)
+          f"{args.img_size}x{args.img_size}, batch {batch}, {warmup} warm-up + {iters} timed steps, at most "
+          f"{args.budget_s:g} s per setting", flush=True)
     print("| mixer | infer img/s | infer setting | train img/s | train setting | all settings (infer / train img/s) |")
     print("|---|---:|---|---:|---|---|")
-    for name in args.mixers or MIXERS.names():
-        torch.manual_seed(0)
-        model = MixerNet(mixer=name, block=args.block, **model_arguments(args))
+    for i, (name, model) in enumerate(models.items()):
+        print(f"mixer-bench: [{i + 1}/{len(models)}] {name}: {2 * len(settings)} settings ...", file=sys.stderr,
+              flush=True)
         result = benchmark(model, (args.in_chans, args.img_size, args.img_size), device, settings, batch, warmup,
-                           iters, args.num_classes, compile_choice)
+                           iters, args.num_classes, compile_choice, budget_s=args.budget_s)
         by_setting: dict[str, list[str]] = {}
         for m in result["measurements"]:
             by_setting.setdefault(_label(m), []).append(f"{m['img_s']:.0f}" if m["img_s"] else "failed")
         all_settings = "; ".join(f"{k}: {' / '.join(v)}" for k, v in by_setting.items())
         print(f"| {name} | {_fmt(result['infer_img_s'])} | {_label(result['infer_setting'])} | "
               f"{_fmt(result['train_img_s'])} | {_label(result['train_setting'])} | {all_settings} |", flush=True)
+    return 0
 
 
 def _fmt(value: float | None) -> str:
@@ -252,4 +282,4 @@ def _label(setting: dict[str, Any] | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

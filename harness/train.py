@@ -33,6 +33,7 @@ from .optim import LrSchedule, build_optimizer
 from .records import RunDir, atomic_write_json, code_version, now, unwritable, write_config
 from .runlock import run_lock
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
+from .tracking import Trackers
 
 
 def build_model(cfg: RunConfig, in_chans: int, num_classes: int, img_size: int) -> MixerNet:
@@ -177,6 +178,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
         f"{setting.precision}{'/compiled' if setting.compiled else ''}, {loaders.kind} data")
 
     status, diverged_epoch = "done", None
+    trackers = Trackers(cfg.system.tracking, run.path, cfg.run_id, cfg.to_dict())
     for epoch in range(start_epoch, cfg.recipe.epochs):
         attempt.begin_epoch(epoch)
         te = time.perf_counter()
@@ -201,10 +203,12 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
                 "scaler": scaler.state_dict(), "loader": loaders.train.state_dict(), "rng": _rng_state(device),
                 "history": history, "setting": asdict(setting), "probe": probe, "run_id": cfg.run_id})
         run.append_metrics(record)
+        trackers.log(epoch, record)
         attempt.end_epoch(epoch)
         log(f"epoch {epoch:3d}  train_loss {stats['train_loss']:.4f}  train_top1 {stats['train_top1']:6.2f}  "
             f"test_loss {stats['test_loss']:.4f}  test_top1 {stats['test_top1']:6.2f}  lr {stats['lr']:.2e}  "
             f"{epoch_s:6.2f} s  {record['train_img_s']:,.0f} img/s")
+    trackers.close()
 
     throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
     last = history[-1]

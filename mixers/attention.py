@@ -24,8 +24,8 @@ class AttentionMixer(nn.Module):
     def __init__(self, dim: int, grid_size: tuple[int, int] = (14, 14), num_heads: int = 8, qkv_bias: bool = True,
                  pos_embed: bool = True):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"mixer 'attention': dim {dim} is not divisible by num_heads {num_heads}")
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"mixer 'attention': num_heads must be >= 1 and divide dim {dim}, got {num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ FLOP_RULES: dict[Any, Callable[..., int]] = {
     torch.ops.aten._fft_c2r: _fft_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
 }
+
+
+T = TypeVar("T")
 
 
 def count_params(model: nn.Module) -> int:
@@ -86,9 +89,18 @@ def mixer_table(**model_kwargs: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def significant(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant figures in plain notation (0.0213, 0.594, 3.17, 42.2, 1,234)."""
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
 def format_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| block | mixer | params (M) | GFLOPs |", "|---|---|---:|---:|"]
-    lines += [f"| {r['block']} | {r['mixer']} | {r['params'] / 1e6:.3f} | {r['flops'] / 1e9:.3f} |" for r in rows]
+    lines += [f"| {r['block']} | {r['mixer']} | {significant(r['params'] / 1e6)} | {significant(r['flops'] / 1e9)} |"
+              for r in rows]
     return "\n".join(lines)
 
 
@@ -97,21 +109,48 @@ MODEL_ARGUMENTS = {"dim": 256, "depth": 8, "patch_size": 2, "kernel_size": 5, "i
                    "num_classes": 10}
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     for name, default in MODEL_ARGUMENTS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=positive_int, default=default)
 
 
 def model_arguments(args: argparse.Namespace) -> dict[str, int]:
     return {name: getattr(args, name) for name in MODEL_ARGUMENTS}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def checked_model(build: Callable[[], T], args: argparse.Namespace) -> T:
+    """`build()`, with a model the arguments do not allow (a patch larger than the image ...) a ConfigError."""
+    from harness.schema import ConfigError
+    try:
+        return build()
+    except ValueError as e:
+        given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in model_arguments(args).items())
+        raise ConfigError(f"{given}: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.errors import run_main  # the exit codes and messages every command shares
+    return run_main("mixer-summary", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    from harness.errors import add_debug_argument
+    parser = argparse.ArgumentParser(prog="mixer-summary", description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    print(format_markdown(mixer_table(**model_arguments(args))))  # the README's table, as it stands there
+    rows = checked_model(lambda: mixer_table(**model_arguments(args)), args)
+    print(format_markdown(rows))  # the README's table, as it stands there
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,9 +6,11 @@
     run-study studies/quickstart.yaml --wait      # wait for every cell on its way, whoever submitted it
     run-study studies/quickstart.yaml --report    # rebuild tables, figures and report.md now
     run-study studies/quickstart.yaml --rerun stale   # also retrain cells finished under other code
+    run-study studies/quickstart.yaml recipe.epochs=2 seeds=1 --dry-run   # overrides of the file (recorded)
 
 Exit codes: 0 all went well; 1 a cell or the report failed, or the scheduler refused the cells (the cause in one
 line); 2 a mistake in the study file or the command line (nothing was written); 130 interrupted (resumable).
+See harness/errors.py: `--debug` (or TOKENMIX_DEBUG=1) shows the traceback of an error.
 """
 from __future__ import annotations
 
@@ -23,14 +25,17 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from harness.errors import EXIT_FAILED, EXIT_USAGE, add_debug_argument, check_output_folder, debugging, run_main
 from harness.plugins import locate_plugins
 from harness.records import atomic_write_bytes, code_version, now, unwritable, write_config
 from harness.schema import ConfigError
+from harness.status import MEANING, Status
 
+from .checks import CONFIRM_CELLS, check_size, warn_unused_rules
 from .interrupt import EXIT_INTERRUPTED, Interrupts, StudyInterrupted
+from .live import LiveView
 from .spec import Cell, StudyError, StudySpec, cell_value, expand, load_spec, resolved_study
 from .state import CellStatus, code_versions, counts, study_dir, study_lock, survey
-from harness.status import MEANING, Status
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -155,7 +160,7 @@ def submit(spec: StudySpec, cells: list[Cell], where: str, executor_name: str, m
     from .executors import EXECUTORS
     from .validation import validate_cells
     executor = EXECUTORS.get(executor_name)(spec, where)
-    validate_cells(spec, cells, where)
+    validate_cells(spec, cells, where, here=executor_name in ("local", "debug"))
     executor.check(cells)
     check_claim(spec, cells, where)
     code = code_version()
@@ -179,7 +184,8 @@ def submit(spec: StudySpec, cells: list[Cell], where: str, executor_name: str, m
     interrupts.check()
     problems: list[str] = []
     if executor_name != "slurm" or wait:
-        problems = wait_all(spec, cells, interrupts, executor)
+        with LiveView(spec, cells):
+            problems = wait_all(spec, cells, interrupts, executor)
     else:
         print(f"follow with: run-study {where} --status   (or --wait; results in {study_dir(spec)})")
         return 0
@@ -222,29 +228,52 @@ def finish(spec: StudySpec, cells: list[Cell], where: str, problems: list[str], 
     return 1 if bad or stopped or problems or not reported else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    t0 = time.perf_counter()
-    parser = argparse.ArgumentParser(prog="run-study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", type=Path, help="a study YAML file (see studies/)")
-    mode = parser.add_mutually_exclusive_group()
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run-study", description=__doc__.split("\n\n")[0])
+    p.add_argument("study", type=Path, help="a study YAML file (see studies/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the study file: model.dim=512 (the base), seeds=5, run.executor=local, "
+                        "grid.model.mixer=[dwconv,pool] (see runner/overrides.py)")
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="list the cells that would run; submit nothing")
     mode.add_argument("--status", action="store_true", help="where every cell stands, reconciled with what is real")
     mode.add_argument("--report", action="store_true", help="(re)build tables, figures and report.md now")
     mode.add_argument("--cancel", action="store_true", help="stop every cell on its way (scancel, or SIGTERM to "
                                                             "local trainers); they stay resumable")
-    parser.add_argument("--executor", choices=["local", "slurm", "debug"], help="override run.executor")
-    parser.add_argument("--wait", action="store_true", help="block until every cell on its way has ended")
-    parser.add_argument("--rerun", choices=RERUN, help="also retrain failed cells beyond run.max_retries, finished "
-                                                       "cells from other code (stale), or every cell")
-    parser.add_argument("--max-retries", type=int, help="override run.max_retries")
-    parser.add_argument("--results", type=Path, help="override run.results (the results root folder)")
-    args = parser.parse_args(argv)
+    p.add_argument("--executor", choices=["local", "slurm", "debug"], help="override run.executor")
+    p.add_argument("--wait", action="store_true", help="block until every cell on its way has ended")
+    p.add_argument("--rerun", choices=RERUN, help="also retrain failed cells beyond run.max_retries, finished "
+                                                  "cells from other code (stale), or every cell")
+    p.add_argument("--max-retries", type=count_argument, help="override run.max_retries (0 or more)")
+    p.add_argument("--results", type=Path, help="override run.results (the results root folder)")
+    p.add_argument("--yes", action="store_true", help=f"confirm a study of more than {CONFIRM_CELLS:,} cells")
+    add_debug_argument(p)
+    return p
+
+
+def count_argument(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("run-study", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    t0 = time.perf_counter()
+    args = parser().parse_intermixed_args(argv)  # overrides may come after options
     where = str(args.study)
     interrupts = Interrupts().install()
     try:
-        spec = load_spec(args.study)
+        spec = load_spec(args.study, args.overrides)
         if args.results:
             spec = replace(spec, run=replace(spec.run, results=str(args.results.resolve())))
+        check_size(spec, where, args.yes)
+        warn_unused_rules(spec, where)
         cells = expand(spec, where)
         locate_plugins(spec.imports, [spec.folder])  # their source is part of the code version, imported or not
         source = code_version()["source"]
@@ -253,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                 print_status(spec, survey(spec, cells, persist=free), source)
             return 0
         if args.report:
+            if not (study_dir(spec) / "study.yaml").is_file():
+                raise StudyError(f"{where}: --report: no cell of {spec.name} was submitted yet ({study_dir(spec)} "
+                                 f"has no study.yaml); run the study first")
             with study_lock(spec, blocking=False) as free:
                 survey(spec, cells, persist=free)
             return 0 if report(spec) else 1
@@ -261,17 +293,20 @@ def main(argv: list[str] | None = None) -> int:
         max_retries = spec.run.max_retries if args.max_retries is None else args.max_retries
         if args.dry_run:
             from .validation import validate_cells
-            validate_cells(spec, cells, where)
+            validate_cells(spec, cells, where, download=False)
             statuses = survey(spec, cells, persist=False)
             print_dry_run(spec, statuses, plan(statuses, max_retries, args.rerun, source)[0])
             return 0
+        check_output_folder(study_dir(spec), f"{where}.run.results")
         code = submit(spec, cells, where, args.executor or spec.run.executor, max_retries, args.rerun, args.wait,
                       interrupts)
         print(f"run-study: {time.perf_counter() - t0:.1f} s")
         return code
     except ConfigError as e:  # a bad study file, base config or cell (StudyError is one too)
+        if debugging(argv):
+            raise
         print(f"run-study: {e}\nnothing was submitted.", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except StudyInterrupted as e:
         print(f"run-study: interrupted ({e}); every cell is resumable: run `run-study {where}` again to go on "
               f"(`--status` shows where each stands)", file=sys.stderr)
@@ -280,13 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         if (line := unwritable(e)) is not None:
             print(f"run-study: {line}; the ledger is as it was before the failed write; fix it and run the same "
                   f"command again", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         raise
     except RuntimeError as e:
         from .executors.slurm import SubmissionError
         if isinstance(e, SubmissionError):
             print(f"run-study: {e}; nothing was charged: fix it and run again", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         raise
 
 

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from harness.config import RunConfig, resolve
 from harness.schema import ConfigError, did_you_mean, get_dotted, parse, to_dict
+from harness.yamlio import load_file
 
 RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
 
@@ -63,6 +62,7 @@ class RunSpec(SlurmResources):
     parallel: int | None = None          # local: cells at once (None: one per GPU, or 1 on a CPU-only machine)
     max_retries: int = 2                 # failed cells are re-submitted at most this many times
     results: str = "results"             # the results root; the study writes <results>/<name>/
+    tracking: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # every cell's system.tracking
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,9 +104,11 @@ class StudySpec:
     run: RunSpec = field(default_factory=RunSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     imports: list[str] = field(default_factory=list)  # modules that register extra mixers or datasets
-    # Set by load_spec, never in the file: the study file, and its folder, which relative paths in it are relative to.
+    # Set by load_spec, never in the file: the study file, its folder (which relative paths in it are relative to) and
+    # the command line's overrides.
     file: str = ""
     folder: str = "."
+    overrides: list[str] = field(default_factory=list)  # key=value from the command line, applied to the file
 
     @property
     def axes(self) -> list[str]:
@@ -138,7 +140,7 @@ def _check_key(key: str, where: str) -> None:
         raise StudyError(f"{where}: the seed is set by the study's `seeds` list, not as an axis")
 
 
-DERIVED_KEYS = ("file", "folder")
+DERIVED_KEYS = ("file", "folder", "overrides")
 
 
 def _absolute(value: Any, folder: Path) -> Any:
@@ -160,20 +162,19 @@ def _absolute_roots(spec: StudySpec, folder: Path) -> StudySpec:
                                include=rules(spec.include), exclude=rules(spec.exclude))
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and check a study file. Relative paths in it (run.results, run.profile, data roots, plugin modules,
-    the working directory of setup lines) are relative to the study file's folder, wherever the command runs."""
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
+    """Read and check a study file, with command-line `overrides` (runner/overrides.py) applied first. Relative paths
+    in it (run.results, run.profile, data roots, plugin modules, the working directory of setup lines) are relative
+    to the study file's folder, wherever the command runs."""
+    from .overrides import apply_overrides
     path = Path(path)
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise StudyError(f"{path}: no such study file") from None
-    except yaml.YAMLError as e:
-        raise StudyError(f"{path}: not valid YAML: {e}") from None
+        raw = load_file(path, "study file")
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study file is a mapping with at least `name` and `grid`; got {raw!r}")
-    raw = dict(raw)
+    raw = apply_overrides(raw, list(overrides), str(path))
     for key in DERIVED_KEYS:
         if key in raw:
             raise StudyError(f"{path}.{key}: not a study-file key (the runner sets it)")
@@ -182,6 +183,9 @@ def load_spec(path: str | Path) -> StudySpec:
     if run.get("profile"):
         run = {**_load_profile(path, run["profile"], folder), **run}
     raw["run"] = run
+    if run.get("tracking") and isinstance(raw.get("base") or {}, dict):  # every cell's system.tracking (no run id)
+        base = raw["base"] = dict(raw.get("base") or {})
+        base["system"] = {**(base.get("system") or {}), "tracking": run["tracking"]}
     if isinstance(raw.get("seeds"), int) and not isinstance(raw.get("seeds"), bool):
         raw["seeds"] = list(range(raw["seeds"]))  # `seeds: 3` means 0, 1, 2
     try:
@@ -190,7 +194,7 @@ def load_spec(path: str | Path) -> StudySpec:
         raise StudyError(str(e)) from None
     _check_structure(spec, str(path))
     spec = _absolute_roots(spec, folder)
-    return dataclasses.replace(spec, file=str(path.resolve()), folder=str(folder),
+    return dataclasses.replace(spec, file=str(path.resolve()), folder=str(folder), overrides=list(overrides),
                                run=dataclasses.replace(spec.run, results=_absolute(spec.run.results, folder)))
 
 
@@ -199,8 +203,10 @@ def _load_profile(study: Path, profile: str, folder: Path) -> dict[str, Any]:
     if not candidate.is_file():
         raise StudyError(f"{study}.run.profile: no profile file {profile!r} (a relative path is relative to the "
                          f"study file's folder)")
-    with open(candidate) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        data = load_file(candidate, "cluster profile") or {}
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
     if not isinstance(data, dict):
         raise StudyError(f"{candidate}: a cluster profile is a mapping of run settings, got {data!r}")
     unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(SlurmResources)}]
@@ -262,7 +268,8 @@ def expand(spec: StudySpec, where: str = "study") -> list[Cell]:
                          f"least one key, e.g. grid: {{model.mixer: [dwconv, identity]}}")
     if not points:
         raise StudyError(f"{where}.exclude: the rules exclude every cell of the grid; nothing would run")
-    cells, seen = [], {}
+    cells: list[Cell] = []
+    seen: dict[str, str] = {}
     for point in points:
         for seed in spec.seeds:
             params = {**point, "seed": seed}

@@ -12,7 +12,7 @@ import json
 from harness.datasets import Geometry, cache_dir
 from harness.plugins import import_plugins, locate_plugins
 from harness.records import PACKAGE_ROOT, atomic_write_json
-from harness.validate import check_data
+from harness.validate import check_batch, check_data
 
 from .spec import Cell, StudyError, StudySpec, cell_label
 
@@ -42,10 +42,17 @@ def load_plugins(spec: StudySpec, where: str) -> None:
             import_plugins([module], [spec.folder])
         except ImportError as e:
             raise StudyError(f"{where}.imports[{i}]: cannot import {module!r} ({e})") from None
+        except SyntaxError as e:
+            raise StudyError(f"{where}.imports[{i}]: {module!r} has a syntax error: {e.filename}, line {e.lineno}: "
+                             f"{e.msg}") from None
+        except Exception as e:  # a plugin that fails as it registers (a name taken, a bad argument): its own words
+            raise StudyError(f"{where}.imports[{i}]: importing {module!r} failed: {type(e).__name__}: {e}") from None
 
 
-def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
-    """Raise StudyError naming the first bad cell; returns quietly when every cell can run."""
+def validate_cells(spec: StudySpec, cells: list[Cell], where: str, here: bool = False, download: bool = True) -> None:
+    """Raise StudyError naming the first bad cell; returns quietly when every cell can run. `here`: the cells run on
+    this machine, so their devices must exist and their models fit its memory; `download=False` (a dry run): data
+    that a run would download is not fetched."""
     load_plugins(spec, where)
     geometries: dict[str, Geometry] = {}
     models: dict[str, tuple[Cell, Geometry]] = {}
@@ -53,14 +60,27 @@ def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
         config = cell.config.to_dict()
         data_key = json.dumps(config["data"], sort_keys=True)
         if data_key not in geometries:
-            geometries[data_key] = check_data(cell.config, cell_label(where, cell.params))
+            geometries[data_key] = check_data(cell.config, cell_label(where, cell.params), download)
         geometry = geometries[data_key]
         models.setdefault(json.dumps([config["model"], geometry.__dict__], sort_keys=True), (cell, geometry))
-    key = hashlib.sha256((_source_fingerprint(spec.imports, spec.folder) + "".join(sorted(models))).encode()).hexdigest()
+        check_batch(cell.config, cell_label(where, cell.params))
+    here_key = device_memory_key() if here else ""
+    key = hashlib.sha256((_source_fingerprint(spec.imports, spec.folder) + here_key + "".join(sorted(models))).encode()).hexdigest()
     verdict = cache_dir() / "validated" / f"{key[:32]}.json"
     if verdict.exists():
         return
-    from harness.validate import check_model  # imports torch: only when this code and these models are new
+    from harness.validate import check_device, check_memory, check_model  # torch: only for new code and models
     for cell, geometry in models.values():
-        check_model(cell.config, geometry, cell_label(where, cell.params))
+        label = cell_label(where, cell.params)
+        params = check_model(cell.config, geometry, label)
+        if here:
+            check_device(cell.config, label)
+            check_memory(cell.config, geometry, params, label)
     atomic_write_json(verdict, {"models": len(models)})
+
+
+def device_memory_key() -> str:
+    """This machine's devices, for the verdict cache of checks made `here` (torch-free: /proc and nvidia's files)."""
+    import os
+    gpus = sorted(os.listdir("/proc/driver/nvidia/gpus")) if os.path.isdir("/proc/driver/nvidia/gpus") else []
+    return f"here:{os.sysconf('SC_PHYS_PAGES')}:{','.join(gpus)}"

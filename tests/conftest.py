@@ -51,6 +51,13 @@ def slurm_cluster() -> None:
                              "TOKENMIX_REQUIRE_SLURM")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in tests/test_slurm*.py needs the cluster: marked `slurm` (`pytest -m "not slurm"` leaves them)."""
+    for item in items:
+        if item.path.name.startswith("test_slurm"):
+            item.add_marker(pytest.mark.slurm)
+
+
 def skip_unless_required(message: str, require_env: str) -> NoReturn:
     """Skip for want of an outside resource, or fail where `require_env`=1 says it must be there (CI)."""
     if os.environ.get(require_env) == "1":

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from analysis_fixtures import write_study
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
@@ -31,7 +32,6 @@ from analysis.cli import main
 from analysis.metrics import METRICS
 from analysis.pareto import pareto_mask
 from analysis.stats import t_quantile
-from analysis_fixtures import write_study
 from conftest import skip_unless_required
 
 MIXERS, PATCHES, SEEDS = ("dwconv", "attention", "identity"), (1, 2, 4), (0, 1, 2)
@@ -501,7 +501,7 @@ def test_command_fails_clearly_without_a_study_file_or_with_an_unknown_axis(stud
     assert main([str(tmp_path)]) == 2
     assert "study.yaml not found" in capsys.readouterr().err
     assert main([str(study_dir), "--no-figures", "--rows", "model.mixr"]) == 2
-    assert capsys.readouterr().err == ("error: --rows: 'model.mixr' is not an axis of the study (did you mean "
+    assert capsys.readouterr().err == ("study-report: --rows: 'model.mixr' is not an axis of the study (did you mean "
                                        "'model.mixer'?); the study's axes: model.mixer, model.patch_size\n")
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from analysis_fixtures import OLD_SOURCE, write_study
 from scipy import stats
 
 from analysis import build_report, check_report, load_study, plots, read_erf, read_runs
@@ -27,7 +28,6 @@ from analysis.cli import main
 from analysis.metrics import METRICS
 from analysis.palette import MIXER_COLOURS
 from analysis.spec import SpecError
-from analysis_fixtures import OLD_SOURCE, write_study
 
 CONTROL = {"model.mixer": "dwconv"}
 
@@ -397,8 +397,8 @@ def test_check_report_is_fast_to_import_and_a_build_reports_the_same_mistake(tmp
     study = write_study(tmp_path, mixers=("dwconv",), patch_sizes=(2, 4), seeds=(0,),
                         report={"table": {"metric": "test_tpo1"}})
     assert main([str(study), "--no-figures"]) == 2
-    assert capsys.readouterr().err == (f"error: {study / 'study.yaml'}.report.table.metric: 'test_tpo1' is not a "
-                                       f"metric here (did you mean 'test_top1'?); valid: {', '.join(METRICS)}\n")
+    assert capsys.readouterr().err == (f"study-report: {study / 'study.yaml'}.report.table.metric: 'test_tpo1' is "
+                                       f"not a metric here (did you mean 'test_top1'?); valid: {', '.join(METRICS)}\n")
     assert not (study / "summary.csv").exists()  # nothing written before validation passes
 
 

@@ -44,7 +44,7 @@ def fast(**overrides) -> RunConfig:
 @pytest.mark.parametrize("raw,message", [
     ({"modle": {}}, r"config.modle: unknown key \(did you mean 'model'\?\); valid: model, data"),
     ({"model": {"dim": "wide"}}, r"config.model.dim: expected int, got 'wide'"),
-    ({"model": {"depth": 0}}, r"config.model.depth: must be >= 1, got 0"),
+    ({"model": {"depth": 0}}, r"config.model.depth: must be 1 to 1,024, got 0"),
     ({"recipe": "convmixer_cifar"},
      r"config.recipe.name: unknown recipe 'convmixer_cifar' \(did you mean 'convmixer_cifar10'\?\)"),
     ({"recipe": {"epoch": 3}}, r"config.recipe.epoch: unknown key \(did you mean 'epochs'\?\)"),
@@ -217,6 +217,7 @@ def _mixer_train(args: list[str], **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_resume_after_a_real_kill_is_exact(tmp_path):
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(json.dumps({**FAST, "recipe": {**FAST["recipe"], "epochs": 6},
@@ -258,7 +259,7 @@ def test_resume_after_a_real_kill_is_exact(tmp_path):
      "fashion_mnist: train-images-idx3-ubyte(.gz) not found in /nonexistent"),
     (["model.patch_size=16"], "config.model.patch_size: 16 is larger than the images (8x8 for digits)"),
     (["recipe.epoch=3"], "config.recipe.epoch: unknown key (did you mean 'epochs'?)"),
-    (["model.mixer=attention", "model.mixer_kwargs.num_heads=3"], "dim 256 is not divisible by num_heads 3"),
+    (["model.mixer=attention", "model.mixer_kwargs.num_heads=3"], "num_heads must be >= 1 and divide dim 256, got 3"),
 ])
 def test_bad_inputs_fail_before_training(args, message, tmp_path):
     p = _mixer_train([*args, "--out", str(tmp_path / "run")])

@@ -125,6 +125,7 @@ def test_a_new_mixer_is_picked_up_by_the_registry():
 @pytest.fixture(scope="module")
 def timm():
     import timm
+
     import mixers.zoo  # noqa: F401  (registers the variants)
     return timm
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, TINY_BASE, run_study, write_study
+
 from runner.spec import expand, load_spec
 
 
@@ -75,6 +75,7 @@ def test_bad_study_files_say_what_is_wrong_and_submit_nothing(tmp_path, fields, 
     assert sorted(x.name for x in (tmp_path / "results" / "tiny").iterdir()) == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_local_study_runs_skips_finished_cells_and_aggregates(tmp_path):
     path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity"], "model.patch_size": [1, 2]})
     results = tmp_path / "results"
@@ -104,17 +105,20 @@ def test_local_study_runs_skips_finished_cells_and_aggregates(tmp_path):
     assert "4 cells: 4 done; 0 would be submitted" in dry.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_cell_keeps_its_traceback_and_retries_are_bounded(tmp_path):
-    # train_limit=10 < batch_size: this cell raises at run time, after validation; the other one trains
-    path = write_study(tmp_path, grid={"data.train_limit": [None, 10]}, run={"max_retries": 1})
+    # synthetic data of 0 classes: this cell raises at run time (drawing its labels), after validation; the other
+    # one trains
+    base = {**TINY_BASE, "data": {"dataset": "synthetic", "options": {"image_size": 8, "train_size": 512}}}
+    path = write_study(tmp_path, base=base, grid={"data.options.num_classes": [10, 0]}, run={"max_retries": 1})
     results = tmp_path / "results"
     first = run_study(str(path))
     assert first.returncode == 1 and "1 cells failed" in first.stdout
     by_status = {s["status"]: s for s in statuses(results, "tiny").values()}
     assert set(by_status) == {"done", "failed"}
-    assert "ValueError: recipe.batch_size 256 is larger than the training split" in by_status["failed"]["error"]
+    assert "ValueError: high <= 0" in by_status["failed"]["error"]
     status = run_study(str(path), "--status")
-    assert "Traceback (most recent call last)" in status.stdout and "larger than the training split" in status.stdout
+    assert "Traceback (most recent call last)" in status.stdout and "high <= 0" in status.stdout
 
     second = run_study(str(path))  # one retry allowed
     assert "submitting 1 of 2 cells" in second.stdout
@@ -123,6 +127,7 @@ def test_a_failing_cell_keeps_its_traceback_and_retries_are_bounded(tmp_path):
     assert sorted(s["attempts"] for s in statuses(results, "tiny").values()) == [1, 2]
 
 
+@pytest.mark.slow
 def test_two_runners_at_once_never_run_a_cell_twice(tmp_path):
     path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity"], "model.patch_size": [1, 2]})
     runners = [subprocess.Popen([sys.executable, "-m", "runner", str(path)], cwd=ROOT, stdout=subprocess.PIPE,

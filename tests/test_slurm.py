@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY_BASE, run_study, write_study
+
 from harness.config import resolve
 from harness.records import RunDir
 from harness.train import train

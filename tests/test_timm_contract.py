@@ -241,6 +241,7 @@ class TestTimmContract:
             for batch in (3, 7):
                 assert torch.allclose(exported(inputs(batch)), model(inputs(batch)), atol=1e-5)
 
+    @pytest.mark.slow
     def test_compile_fullgraph_forward_and_backward(self, mixer, block):
         torch._dynamo.reset()
         model = make(mixer, block)

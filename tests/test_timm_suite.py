@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 import timm
-
 from conftest import ROOT, skip_unless_required
-from harness.datasets import cache_dir
 from timm_suite_plugin import SELECTED
+
+from harness.datasets import cache_dir
+
+pytestmark = pytest.mark.slow  # minutes: timm's own model tests on every variant
 
 # what timm's suite runs on a standard (NCHW, standard-features) model with a pretrained cfg and no weights URL
 STANDARD_TESTS = {

@@ -170,7 +170,7 @@ class LocalExecutor(Executor):
             if stop_deadline is not None and time.monotonic() > stop_deadline:
                 force()
                 break
-            for slot, worker in list(workers.items()):  # idle workers take the next cell
+            for worker in list(workers.values()):  # idle workers take the next cell
                 if worker.cell is None:
                     if pending:
                         cell = pending.popleft()
