@@ -79,6 +79,24 @@ class Dataset:
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 
 
+def holdout(labels: Any, val_fraction: float, data_seed: int) -> tuple[Any, Any]:
+    """(train indices, validation indices) of a training split: a stratified `val_fraction` of it held out, drawn
+    with `data_seed` (not the run's seed, so every cell of a study is compared on the same images). Each class keeps
+    its share on both sides (scikit-learn's StratifiedShuffleSplit); `val_fraction` 0 holds out nothing."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedShuffleSplit
+    labels = np.asarray(labels)
+    if val_fraction == 0:
+        return np.arange(len(labels)), np.arange(0)
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=data_seed)
+    try:
+        train, val = next(splitter.split(np.zeros(len(labels)), labels))
+    except ValueError as e:  # fewer images than classes on one side, or a class of one image
+        raise DatasetError(f"data.val_fraction {val_fraction:g} cannot hold out a stratified part of "
+                           f"{len(labels)} training images: {e}") from None
+    return np.sort(train), np.sort(val)
+
+
 def dataset_options(cls: type[Dataset]) -> dict[str, Any]:
     """The dataset's own options (its constructor's keyword arguments other than root) and their defaults."""
     return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items() if n not in ("self", "root")}
