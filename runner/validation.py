@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.datasets import Geometry, cache_dir
 from harness.records import PACKAGE_ROOT, atomic_write_json
+from harness.schema import to_dict
 from harness.validate import check_data
 
 from .spec import Cell, StudyError, StudySpec, cell_label
@@ -43,8 +44,21 @@ def load_plugins(spec: StudySpec, where: str) -> None:
             raise StudyError(f"{where}.imports[{i}]: cannot import {module!r} ({e})") from None
 
 
+def check_design(spec: StudySpec, cells: list[Cell], where: str) -> None:
+    """The study's `report` and `select` sections checked as the report will read them (`analysis.check_report`:
+    axes that exist, a control level among its axis's values, a validation metric to select on), so that a typo
+    fails before anything trains."""
+    from analysis import SpecError, check_report
+    values = {axis: list(dict.fromkeys(c.params[axis] for c in cells if axis not in c.ignored)) for axis in spec.axes}
+    try:
+        check_report(to_dict(spec.report), values, to_dict(spec.select) if spec.select else None, where)
+    except SpecError as e:
+        raise StudyError(str(e)) from None
+
+
 def validate_cells(spec: StudySpec, cells: list[Cell], where: str) -> None:
-    """Raise StudyError naming the first bad cell; returns quietly when every cell can run."""
+    """Raise StudyError naming the first bad cell (or report setting); returns quietly when every cell can run."""
+    check_design(spec, cells, where)
     load_plugins(spec, where)
     geometries: dict[str, Geometry] = {}
     models: dict[str, tuple[Cell, Geometry]] = {}
