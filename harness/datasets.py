@@ -75,6 +75,10 @@ class Dataset:
         """(images uint8 (N, C, H, W), labels int64 (N,)) as numpy arrays."""
         raise TypeError(f"{type(self).__name__} is read through a DataLoader, not loaded into memory")
 
+    def train_size(self) -> int:
+        """Images in the training split (before the validation hold-out), for cost estimates."""
+        return len(self.load("train")[1])
+
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 
@@ -255,6 +259,12 @@ class Packed(Dataset):
         arrays = cached(f"packed-{key[:16]}", lambda: self._decode(split))
         return arrays["images"], arrays["labels"]
 
+    def train_size(self) -> int:
+        import numpy as np
+        self.check()
+        with np.load(self.root) as f:
+            return len(f["y_train"])
+
     def _decode(self, split: Split) -> dict[str, Any]:
         import numpy as np
         from PIL import Image
@@ -290,6 +300,10 @@ class ImageFolder(Dataset):
     def folder(self, split: Split) -> Path:
         return self.root / ("train" if split == "train" else "val")
 
+    def train_size(self) -> int:
+        self.check()
+        return sum(1 for d in os.scandir(self.folder("train")) if d.is_dir() for f in os.scandir(d) if f.is_file())
+
 
 @DATASETS.register("synthetic")
 class Synthetic(Dataset):
@@ -300,6 +314,9 @@ class Synthetic(Dataset):
         super().__init__(root)
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.sizes = {"train": train_size, "test": test_size}
+
+    def train_size(self) -> int:
+        return self.sizes["train"]
 
     def load(self, split: Split) -> tuple[Any, Any]:
         import numpy as np
