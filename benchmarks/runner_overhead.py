@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from harness.records import atomic_write_bytes, atomic_write_json, write_config
+from harness.train import final_metrics
 from runner.spec import expand, load_spec, resolved_study
 from runner.state import run_dir
 
@@ -44,15 +45,16 @@ def fill(study_file: Path) -> int:
     for cell in cells:
         run = run_dir(spec, cell)
         write_config(run, cell.config, {"study": spec.name, "cell": cell.params})
-        history = [{"epoch": e, "train_loss": 2.0 / (e + 1), "train_top1": 50 + e, "test_loss": 2.0 / (e + 1),
+        history = [{"epoch": e, "train_loss": 2.0 / (e + 1), "train_top1": 50 + e, "val_loss": 2.1 / (e + 1),
+                    "val_top1": 49 + e + rng.random(), "val_top5": 90.0, "test_loss": 2.0 / (e + 1),
                     "test_top1": 50 + e + rng.random(), "test_top5": 90.0, "lr": 1e-3, "epoch_s": 1.0,
                     "train_s": 0.9, "train_img_s": 1500.0} for e in range(15)]
         run.write_metrics(history)
         atomic_write_json(run.result, {
             "run_id": cell.run_id, "status": "done", "reason": None, "diverged_epoch": None,
             "config": cell.config.to_dict(),
-            "metrics": {**{k: history[-1][k] for k in ("test_top1", "test_top5", "test_loss", "train_loss",
-                                                        "train_top1")}, "best_test_top1": 65.0, "epochs": 15},
+            "metrics": final_metrics(history, has_val=True),
+            "data": {"train_size": 1293, "val_size": 144, "test_size": 360, "val_fraction": 0.1, "data_seed": 0},
             "model": {"params": 50_000, "flops": 10**7, "input_size": [1, 8, 8]},
             "throughput": {"infer_img_s": rng.uniform(1e3, 1e4), "train_img_s": rng.uniform(1e2, 1e3),
                            "infer_setting": None, "train_setting": None, "measurements": []},

@@ -49,7 +49,8 @@ def check_design(spec: StudySpec, cells: list[Cell], where: str) -> None:
     axes that exist, a control level among its axis's values, a validation metric to select on), so that a typo
     fails before anything trains."""
     from analysis import SpecError, check_report
-    values = {axis: list(dict.fromkeys(c.params[axis] for c in cells if axis not in c.ignored)) for axis in spec.axes}
+    values = {axis: list({json.dumps(c.params[axis], sort_keys=True): c.params[axis] for c in cells
+                          if axis not in c.ignored}.values()) for axis in spec.axes}  # distinct (dicts included)
     try:
         check_report(to_dict(spec.report), values, to_dict(spec.select) if spec.select else None, where)
     except SpecError as e:
