@@ -24,8 +24,10 @@ from .records import PACKAGE_ROOT, atomic_write_json
 KINDS = {"mixer": "mixer_kwargs", "block": "block_kwargs"}  # model.<kind> names the plug-in; its kwargs key
 
 
-def _live_signatures() -> dict[str, dict[str, list[str]]]:
-    """{kind: {name: [hyper-parameters its constructor declares]}} from the registries, plug-ins included."""
+@functools.cache
+def _live_signatures(*registered: int) -> dict[str, dict[str, list[str]]]:
+    """{kind: {name: [hyper-parameters its constructor declares]}} from the registries, plug-ins included; cached by
+    the registries' sizes (`registered`), so a plug-in registered later is seen."""
     from mixers import BLOCKS, MIXERS
     from mixers.base import hyperparameters
     return {"mixer": {n: sorted(hyperparameters(MIXERS.get(n))) for n in MIXERS},
@@ -47,9 +49,14 @@ def _builtin_signatures() -> dict[str, dict[str, list[str]]]:
     cached = cache_dir() / "signatures" / f"{mixers_digest()[:32]}.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    table = _live_signatures()
+    table = _live_signatures(*_registered())
     atomic_write_json(cached, table)
     return table
+
+
+def _registered() -> tuple[int, int]:
+    from mixers import BLOCKS, MIXERS
+    return len(MIXERS), len(BLOCKS)
 
 
 def signatures() -> dict[str, dict[str, list[str]]]:
@@ -57,7 +64,7 @@ def signatures() -> dict[str, dict[str, list[str]]]:
     study's `imports`), which are only looked up when torch is already loaded (a plug-in import loads it)."""
     table = _builtin_signatures()
     if "mixers.base" in sys.modules:
-        live = _live_signatures()
+        live = _live_signatures(*_registered())
         table = {kind: {**table[kind], **live[kind]} for kind in table}
     return table
 
