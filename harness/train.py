@@ -7,6 +7,7 @@ restored, so on a CPU with deterministic settings the resumed run ends exactly l
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import resource
 import time
@@ -232,10 +233,11 @@ def final_metrics(history: list[dict[str, Any]], has_val: bool) -> dict[str, Any
     earliest of equal ones). Only validation numbers choose the epoch; without a validation split it is the final
     epoch (`selected_by` says which rule chose)."""
     last = history[-1]
-    finite = [h for h in history if has_val and h["val_top1"] == h["val_top1"]]  # NaN != NaN: a diverged epoch
-    selected = max(finite, key=lambda h: h["val_top1"]) if finite else last  # max: the first of equal ones
+    # a diverged epoch's NaN weights still give some accuracy: epochs whose validation loss is not finite never win
+    candidates = [h for h in history if math.isfinite(h["val_loss"])] if has_val else []
+    selected = max(candidates, key=lambda h: h["val_top1"]) if candidates else last  # max: the first of equal ones
     return {**{k: last.get(k) for k in FINAL_KEYS}, "epochs": len(history),
-            "selected_epoch": selected["epoch"], "selected_by": "val_top1" if finite else "final epoch",
+            "selected_epoch": selected["epoch"], "selected_by": "val_top1" if candidates else "final epoch",
             "val_top1_selected": selected.get("val_top1"), "test_top1_selected": selected["test_top1"],
             "test_top5_selected": selected["test_top5"]}
 

@@ -15,7 +15,7 @@ from conftest import TINY_BASE, run_study, write_study
 from harness.config import resolve
 from harness.data import build_loaders
 from harness.datasets import DATASETS, DatasetError, create_dataset
-from harness.train import train
+from harness.train import final_metrics, train
 from test_harness import dataset_root
 
 CPU = torch.device("cpu")
@@ -77,6 +77,21 @@ def test_an_impossible_hold_out_names_the_setting():
     cfg = resolve({"data": {"val_fraction": 0.001}})
     with pytest.raises(DatasetError, match=r"data.val_fraction 0.001 cannot hold out a stratified part of 1437"):
         build_loaders(cfg.data, cfg.recipe, CPU, 0)
+
+
+def epochs(*rows: tuple[float, float, float]) -> list[dict]:
+    """Per-epoch records from (val_loss, val_top1, test_top1)."""
+    return [{"epoch": e, "train_loss": 1.0, "train_top1": 50.0, "val_loss": loss, "val_top1": val, "val_top5": 99.0,
+             "test_loss": 1.0, "test_top1": test, "test_top5": test + 1} for e, (loss, val, test) in enumerate(rows)]
+
+
+def test_the_selected_epoch_is_the_first_best_on_validation_never_on_test():
+    history = epochs((1.0, 50, 60), (1.0, 70, 40), (float("nan"), 90, 10), (1.0, 70, 99))
+    m = final_metrics(history, has_val=True)
+    # epoch 2 diverged (its validation loss is NaN), epochs 1 and 3 tie on validation: the earlier one; test 99 at
+    # epoch 3 is never looked at
+    assert (m["selected_epoch"], m["val_top1_selected"], m["test_top1_selected"]) == (1, 70, 40)
+    assert m["selected_by"] == "val_top1" and m["test_top1"] == 99 and m["epochs"] == 4
 
 
 def test_without_validation_the_final_epoch_is_selected_and_said_so(tmp_path):
