@@ -95,8 +95,8 @@ def _cost_line(estimates: dict[str, Estimate], statuses: list[CellStatus], devic
     unknown = sum(1 for k in known if k is None)
     return (f"estimated device-hours: {hours(sum(k for k in known if k is not None))}"
             + (f" (+ {unknown} cells without an estimate)" if unknown else "")
-            + f"; step times: {', '.join(f'{n} cells {SOURCES[src]}' for src, n in sources.items())} "
-              f"(probes run on this machine's {device})")
+            + f"; step times: {', '.join(f'{n} cells {SOURCES[src]}' for src, n in sources.items())}"
+            + (f" (probed on this machine's {device})" if {"probe", "none"} & set(sources) else ""))
 
 
 def print_dry_run(spec: StudySpec, statuses: list[CellStatus], todo: list[CellStatus]) -> None:

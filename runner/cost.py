@@ -16,6 +16,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,8 +30,8 @@ from harness.records import atomic_write_json
 
 from .state import CellStatus
 
-PROBE_STEPS, PROBE_WARMUP = 5, 2
-CPU_PROBE_BATCH = 32  # seconds per image barely depend on the batch on a CPU; a big CPU batch would take long
+PROBE_STEPS, PROBE_WARMUP = 3, 2
+CPU_PROBE_BATCH = 8  # seconds per image barely depend on the batch on a CPU, where a big batch would take long
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,9 @@ def estimate(statuses: list[CellStatus], allow_probe: bool) -> tuple[dict[str, E
                 if path.exists():
                     rates[key] = json.loads(path.read_text())["s_per_image"], "probe"
                 elif allow_probe:
+                    print(f"probing the step time of {config.model.mixer}/{config.model.block} h={config.model.dim} "
+                          f"d={config.model.depth} p={config.model.patch_size} on {device} (cached for next time)",
+                          file=sys.stderr, flush=True)
                     rate = probe(config)
                     atomic_write_json(path, {"s_per_image": rate, "device": device, "versions": _versions(),
                                              "model": json.loads(key)})

@@ -64,12 +64,16 @@ def test_a_deduplicated_kernel_size_study_trains_each_kernel_free_mixer_once_per
         assert cfg.run_id == identity[1]["run_id"]
     status = run_study(str(path), "--status")
     assert "6 cells from finished cells of their model" in status.stdout and "spent so far" in status.stdout
-    spent = {line.split()[0]: float(line.split()[-1]) for line in status.stdout.splitlines()
-             if line.split()[4:5] == ["done"]}
-    assert len(spent) == 6
-    for run_id, hours in spent.items():  # the attempts' wall time (state.json), in hours to 2 significant digits
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line.split()[4:5] == ["done"]}
+    assert len(rows) == 6
+    results = {run_id: json.loads((folder / "runs" / run_id / "result.json").read_text()) for run_id in rows}
+    for run_id, row in rows.items():  # hours to 2 significant digits
         state = json.loads((folder / "runs" / run_id / "state.json").read_text())
-        assert hours == pytest.approx(sum(a["wall_s"] for a in state["attempts_log"]) / 3600, rel=0.05, abs=1e-9)
+        assert float(row[-1]) == pytest.approx(sum(a["wall_s"] for a in state["attempts_log"]) / 3600, rel=0.05,
+                                               abs=1e-9)  # spent: the attempts' wall time
+        model = results[run_id]["config"]["model"]
+        same = [r["timing"]["wall_s"] for r in results.values() if r["config"]["model"] == model]
+        assert float(row[-2]) == pytest.approx(sum(same) / len(same) / 3600, rel=0.05)  # estimated: its model's
 
 
 @pytest.mark.parametrize("kind,target", [("params", 5.0e4), ("flops", 4.0e6)])
