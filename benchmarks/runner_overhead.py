@@ -1,6 +1,6 @@
 """The study runner's own overhead on a 1,000-cell grid, each figure the whole command as a user runs it.
 
-Writes a study of 5 mixers x 4 patch sizes x 5 kernel sizes x 10 seeds on digits, fills every cell's run files as a
+Writes a study of 5 mixers x 4 patch sizes x 5 depths x 10 seeds on digits, fills every cell's run files as a
 finished study leaves them (config.json, state.json, metrics.jsonl, result.json), then times, in fresh interpreters:
 `run-study --dry-run` (the first call checks the distinct models with torch and caches the verdict; later calls
 reuse it), `run-study --status` and the aggregation `python -m analysis <study> --no-figures`.
@@ -31,7 +31,7 @@ STUDY = {
     "base": {"model": {"block": "convmixer", "dim": 64, "depth": 4}, "data": {"dataset": "digits"},
              "recipe": "small"},
     "grid": {"model.mixer": ["dwconv", "pool", "attention", "mlp", "identity"], "model.patch_size": [1, 2, 4, 8],
-             "model.kernel_size": [3, 5, 7, 9, 11]},
+             "model.depth": [1, 2, 3, 4, 5]},  # not the kernel size: kernel-free mixers would be listed once
     "seeds": list(range(10)),
 }
 
