@@ -76,7 +76,7 @@ def test_a_deduplicated_kernel_size_study_trains_each_kernel_free_mixer_once_per
         assert float(row[-2]) == pytest.approx(sum(same) / len(same) / 3600, rel=0.05)  # estimated: its model's
 
 
-@pytest.mark.parametrize("kind,target", [("params", 5.0e4), ("flops", 4.0e6)])
+@pytest.mark.parametrize("kind,target", [("params", 5.0e4), ("flops", 1.0e7)])
 def test_a_matched_study_lands_every_cell_within_3_percent(tmp_path, kind, target):
     base = {**TINY_BASE, "model": {**TINY_BASE["model"], "depth": 2, "mixer_kwargs": {"num_heads": 4}}}
     path = write_study(tmp_path, base=base, grid={"model.mixer": MIXERS.names(), "model.block": ["convmixer",
