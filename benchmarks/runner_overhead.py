@@ -62,8 +62,10 @@ def fill(study_file: Path) -> int:
             "timing": {"wall_s": 20.0, "train_s": 15.0, "epoch_s": [1.0] * 15},
             "memory": {"peak_bytes": 10**8, "kind": "cpu_max_rss"}, "env": {"device": "cpu"},
             "code": {"commit": None, "dirty": None}, "finished_at": "2026-11-26T00:00:00+00:00"})
-        run.update_state(status="done", attempts=1, last_epoch=14, owner={"executor": "local"},
-                         test_top1=history[-1]["test_top1"])
+        attempt = {"n": 1, "start": "2026-11-26T00:00:00+00:00", "end": "2026-11-26T00:00:20+00:00", "wall_s": 20.0,
+                   "train_s": 15.0, "why": "done"}
+        run.update_state("filled as finished by the benchmark", status="done", attempts=1, last_epoch=14,
+                         owner={"executor": "local"}, test_top1=history[-1]["test_top1"], attempts_log=[attempt])
     atomic_write_bytes(study_file.parent / "results" / spec.name / "study.yaml",
                        yaml.safe_dump(resolved_study(spec, cells, {"commit": None, "dirty": None})).encode())
     return len(cells)
