@@ -1,6 +1,6 @@
 """The study runner's own overhead on a 1,000-cell grid, each figure the whole command as a user runs it.
 
-Writes a study of 5 mixers x 4 patch sizes x 5 kernel sizes x 10 seeds on digits, fills every cell's run files as a
+Writes a study of 5 mixers x 4 patch sizes x 5 depths x 10 seeds on digits, fills every cell's run files as a
 finished study leaves them (config.json, state.json, metrics.jsonl, result.json), then times, in fresh interpreters:
 `run-study --dry-run` (the first call checks the distinct models with torch and caches the verdict; later calls
 reuse it), `run-study --status` and the aggregation `python -m analysis <study> --no-figures`.
@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from harness.records import atomic_write_bytes, atomic_write_json, write_config
+from harness.train import final_metrics
 from runner.spec import expand, load_spec, resolved_study
 from runner.state import run_dir
 
@@ -30,7 +31,7 @@ STUDY = {
     "base": {"model": {"block": "convmixer", "dim": 64, "depth": 4}, "data": {"dataset": "digits"},
              "recipe": "small"},
     "grid": {"model.mixer": ["dwconv", "pool", "attention", "mlp", "identity"], "model.patch_size": [1, 2, 4, 8],
-             "model.kernel_size": [3, 5, 7, 9, 11]},
+             "model.depth": [1, 2, 3, 4, 5]},  # not the kernel size: kernel-free mixers would be listed once
     "seeds": list(range(10)),
 }
 
@@ -44,15 +45,16 @@ def fill(study_file: Path) -> int:
     for cell in cells:
         run = run_dir(spec, cell)
         write_config(run, cell.config, {"study": spec.name, "cell": cell.params})
-        history = [{"epoch": e, "train_loss": 2.0 / (e + 1), "train_top1": 50 + e, "test_loss": 2.0 / (e + 1),
+        history = [{"epoch": e, "train_loss": 2.0 / (e + 1), "train_top1": 50 + e, "val_loss": 2.1 / (e + 1),
+                    "val_top1": 49 + e + rng.random(), "val_top5": 90.0, "test_loss": 2.0 / (e + 1),
                     "test_top1": 50 + e + rng.random(), "test_top5": 90.0, "lr": 1e-3, "epoch_s": 1.0,
                     "train_s": 0.9, "train_img_s": 1500.0} for e in range(15)]
         run.write_metrics(history)
         atomic_write_json(run.result, {
             "run_id": cell.run_id, "status": "done", "reason": None, "diverged_epoch": None,
             "config": cell.config.to_dict(),
-            "metrics": {**{k: history[-1][k] for k in ("test_top1", "test_top5", "test_loss", "train_loss",
-                                                        "train_top1")}, "best_test_top1": 65.0, "epochs": 15},
+            "metrics": final_metrics(history, has_val=True),
+            "data": {"train_size": 1293, "val_size": 144, "test_size": 360, "val_fraction": 0.1, "data_seed": 0},
             "model": {"params": 50_000, "flops": 10**7, "input_size": [1, 8, 8]},
             "throughput": {"infer_img_s": rng.uniform(1e3, 1e4), "train_img_s": rng.uniform(1e2, 1e3),
                            "infer_setting": None, "train_setting": None, "measurements": []},
@@ -60,8 +62,10 @@ def fill(study_file: Path) -> int:
             "timing": {"wall_s": 20.0, "train_s": 15.0, "epoch_s": [1.0] * 15},
             "memory": {"peak_bytes": 10**8, "kind": "cpu_max_rss"}, "env": {"device": "cpu"},
             "code": {"commit": None, "dirty": None}, "finished_at": "2026-11-26T00:00:00+00:00"})
-        run.update_state("finished (written by the benchmark)", status="done", attempts=1, last_epoch=14,
-                         owner={"executor": "local"}, test_top1=history[-1]["test_top1"])
+        attempt = {"n": 1, "start": "2026-11-26T00:00:00+00:00", "end": "2026-11-26T00:00:20+00:00", "wall_s": 20.0,
+                   "train_s": 15.0, "why": "done"}
+        run.update_state("filled as finished by the benchmark", status="done", attempts=1, last_epoch=14,
+                         owner={"executor": "local"}, test_top1=history[-1]["test_top1"], attempts_log=[attempt])
     atomic_write_bytes(study_file.parent / "results" / spec.name / "study.yaml",
                        yaml.safe_dump(resolved_study(spec, cells, {"commit": None, "dirty": None})).encode())
     return len(cells)

@@ -2,18 +2,19 @@
 
 A run config has five sections (model, data, recipe, system, bench) and a seed. The recipe may be given by name
 (`recipe: convmixer_cifar10`) or as a mapping with an optional `name` whose fields override the named recipe's.
-`run_id` is a stable hash of the resolved config: the same cell always gets the same id.
+`run_id` is a stable hash of the resolved config (`harness.identity`: settings the model does not use left out):
+the same cell always gets the same id.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .identity import run_id
 from .recipes import RECIPES
 from .schema import ConfigError, check, did_you_mean, parse, set_dotted, to_dict
 from .yamlio import load_file
@@ -47,13 +48,16 @@ class DataConfig:
     image_size: int | None = None   # resize to this side (None: the dataset's own size)
     loader: Literal["auto", "device", "dataloader"] = "auto"  # auto: keep the data on the device when it fits
     num_workers: int = 4            # DataLoader path only
-    train_limit: int | None = None  # use only the first N training images (after a seeded shuffle)
+    train_limit: int | None = None  # use only N training images (drawn with data_seed, after the validation split)
+    val_fraction: float = 0.1       # held out of the training split, stratified, for every selection (0: none)
+    data_seed: int = 0              # fixes the validation split and train_limit: the same for every cell of a study
     options: dict[str, Any] = field(default_factory=dict)  # the dataset's own options (e.g. synthetic's shape)
 
     def __post_init__(self) -> None:
         check(self.image_size is None or self.image_size >= 1, "image_size", "must be >= 1")
         check(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be >= 1")
         check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        check(0.0 <= self.val_fraction < 1.0, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
 
 # RandAugment op set (harness/randaugment.py) -> the top of its magnitude scale: timm's level 0..10, or one of
@@ -135,7 +139,8 @@ class SystemConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """The throughput benchmark every run ends with (like timm's benchmark.py)."""
+    """What a run measures of its model besides accuracy: the throughput benchmark it ends with (like timm's
+    benchmark.py) and its effective receptive field."""
     enabled: bool = True
     only: bool = False              # no training: only the model's size and throughput (a throughput study)
     batch_size: int | None = None   # None: 256 on a GPU, 32 on a CPU
@@ -143,6 +148,7 @@ class BenchConfig:
     iters: int | None = None        # None: 40 on a GPU, 5 on a CPU
     img_size: int | None = None     # None: the training resolution
     compile: bool | Literal["auto"] = "auto"  # also measure compiled (auto: on GPUs only)
+    erf: bool = True                # erf.npz: the effective receptive field at initialisation and after training
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "warmup", "iters", "img_size"):  # null means the default; 0 is a mistake
@@ -171,12 +177,6 @@ class RunConfig:
 
 
 NOT_IDENTITY = ("tracking",)  # system fields that do not change what a run computes
-
-
-def run_id(resolved: dict[str, Any]) -> str:
-    """A stable 12-hex-digit id of a resolved config (key order does not matter)."""
-    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def expand_recipe(raw: Any, path: str = "recipe") -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 
 from .augment import AugmentSpec, BatchAugment, BatchMix, MixSpec, normalize
 from .config import DataConfig, RecipeConfig
-from .datasets import Dataset, Geometry, create_dataset
+from .datasets import Dataset, Geometry, create_dataset, holdout
 
 Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -185,9 +185,24 @@ def host_transform(recipe: RecipeConfig | None, size: int, mean: tuple[float, ..
 @dataclass
 class Loaders:
     train: DeviceLoader | HostLoader
+    val: DeviceLoader | HostLoader | None  # None: data.val_fraction 0
     test: DeviceLoader | HostLoader
     geometry: Geometry
     kind: str  # "device" | "dataloader"
+
+    @property
+    def evaluated(self) -> dict[str, DeviceLoader | HostLoader]:
+        """The splits evaluated after every epoch, by name (the metrics' prefix)."""
+        return {name: loader for name, loader in (("val", self.val), ("test", self.test)) if loader is not None}
+
+    def set_layout(self, layout: torch.memory_format) -> None:
+        for loader in (self.train, *self.evaluated.values()):
+            loader.layout = layout
+
+    def sizes(self, data: DataConfig) -> dict[str, Any]:
+        """result.json's `data`: the split sizes and what fixed them."""
+        return {"train_size": self.train.size, "val_size": self.val.size if self.val is not None else 0,
+                "test_size": self.test.size, "val_fraction": data.val_fraction, "data_seed": data.data_seed}
 
 
 def _fits_on(device: torch.device, nbytes: int) -> bool:
@@ -205,8 +220,18 @@ def open_dataset(data: DataConfig) -> Dataset:
     return dataset
 
 
+def split_training(labels: np.ndarray, data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices into the training split: the stratified hold-out, then `train_limit` images of
+    what is left, both drawn with `data.data_seed`."""
+    train, val = holdout(labels, data.val_fraction, data.data_seed)
+    if data.train_limit is not None:
+        train = np.sort(np.random.default_rng(data.data_seed).permutation(train)[:data.train_limit])
+    return train, val
+
+
 def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, seed: int) -> Loaders:
-    """The run's train and test batches; their `layout` (memory format) may be set once the model's is chosen."""
+    """The run's train, validation and test batches; their `layout` (memory format) may be set once the model's is
+    chosen. Validation and test are evaluated alike (no augmentation, every image)."""
     dataset = open_dataset(data)
     geometry = dataset.geometry()
     size = data.image_size or geometry.image_size
@@ -216,26 +241,33 @@ def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, 
     eval_batch = max(recipe.batch_size, 1024)
 
     if dataset.in_memory:
-        (xtr, ytr), (xte, yte) = dataset.load("train"), dataset.load("test")
-        if data.train_limit is not None:
-            keep = np.random.default_rng(seed).permutation(len(ytr))[:data.train_limit]
-            xtr, ytr = xtr[keep], ytr[keep]
+        (xall, yall), (xte, yte) = dataset.load("train"), dataset.load("test")
+        train_idx, val_idx = split_training(yall, data)
+        (xtr, ytr), (xva, yva) = (xall[train_idx], yall[train_idx]), (xall[val_idx], yall[val_idx])
         mean = tuple(float(m) for m in xtr.mean(axis=(0, 2, 3)) / 255.0)  # per-channel statistics of the train split
         std = tuple(float(s) for s in xtr.std(axis=(0, 2, 3)) / 255.0)
-        use_device = data.loader == "device" or (data.loader == "auto" and _fits_on(device, xtr.nbytes + xte.nbytes))
+        use_device = data.loader == "device" or (data.loader == "auto" and _fits_on(device, xall.nbytes + xte.nbytes))
         if use_device:
             put = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
             augment = BatchAugment(augment_spec(recipe, mean, std), size)
             train = DeviceLoader(put(xtr), put(ytr), recipe.batch_size, size, mean, std, augment, batch_mix, seed)
+            val = DeviceLoader(put(xva), put(yva), eval_batch, size, mean, std) if len(yva) else None
             test = DeviceLoader(put(xte), put(yte), eval_batch, size, mean, std)
-            return Loaders(train, test, geometry, "device")
+            return Loaders(train, val, test, geometry, "device")
         train_set = ArrayDataset(xtr, ytr, host_transform(recipe, size, mean, std))
+        val_set = ArrayDataset(xva, yva, host_transform(None, size, mean, std)) if len(yva) else None
         test_set = ArrayDataset(xte, yte, host_transform(None, size, mean, std))
     else:
         from torchvision.datasets import ImageFolder
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-        train_set = ImageFolder(str(dataset.folder("train")), host_transform(recipe, size, mean, std))
+        folder = str(dataset.folder("train"))
+        train_set = ImageFolder(folder, host_transform(recipe, size, mean, std))
+        train_idx, val_idx = split_training(np.asarray(train_set.targets), data)
+        val_set = (torch.utils.data.Subset(ImageFolder(folder, host_transform(None, size, mean, std)), val_idx)
+                   if len(val_idx) else None)
+        train_set = torch.utils.data.Subset(train_set, train_idx)
         test_set = ImageFolder(str(dataset.folder("test")), host_transform(None, size, mean, std))
     train = HostLoader(train_set, recipe.batch_size, True, device, data.num_workers, batch_mix, seed)
+    val = HostLoader(val_set, eval_batch, False, device, data.num_workers) if val_set is not None else None
     test = HostLoader(test_set, eval_batch, False, device, data.num_workers)
-    return Loaders(train, test, geometry, "dataloader")
+    return Loaders(train, val, test, geometry, "dataloader")

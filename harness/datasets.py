@@ -80,8 +80,30 @@ class Dataset:
         """(images uint8 (N, C, H, W), labels int64 (N,)) as numpy arrays."""
         raise TypeError(f"{type(self).__name__} is read through a DataLoader, not loaded into memory")
 
+    def train_size(self) -> int:
+        """Images in the training split (before the validation hold-out), for cost estimates."""
+        return len(self.load("train")[1])
+
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
+
+
+def holdout(labels: Any, val_fraction: float, data_seed: int) -> tuple[Any, Any]:
+    """(train indices, validation indices) of a training split: a stratified `val_fraction` of it held out, drawn
+    with `data_seed` (not the run's seed, so every cell of a study is compared on the same images). Each class keeps
+    its share on both sides (scikit-learn's StratifiedShuffleSplit); `val_fraction` 0 holds out nothing."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedShuffleSplit
+    labels = np.asarray(labels)
+    if val_fraction == 0:
+        return np.arange(len(labels)), np.arange(0)
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=data_seed)
+    try:
+        train, val = next(splitter.split(np.zeros(len(labels)), labels))
+    except ValueError as e:  # fewer images than classes on one side, or a class of one image
+        raise DatasetError(f"data.val_fraction {val_fraction:g} cannot hold out a stratified part of "
+                           f"{len(labels)} training images: {e}") from None
+    return np.sort(train), np.sort(val)
 
 
 def dataset_options(cls: type[Dataset]) -> dict[str, Any]:
@@ -246,6 +268,12 @@ class Packed(Dataset):
         arrays = cached(f"packed-{key[:16]}", lambda: self._decode(split))
         return arrays["images"], arrays["labels"]
 
+    def train_size(self) -> int:
+        import numpy as np
+        self.check()
+        with np.load(self.root) as f:
+            return len(f["y_train"])
+
     def _decode(self, split: Split) -> dict[str, Any]:
         import numpy as np
         from PIL import Image
@@ -281,6 +309,10 @@ class ImageFolder(Dataset):
     def folder(self, split: Split) -> Path:
         return self.root / ("train" if split == "train" else "val")
 
+    def train_size(self) -> int:
+        self.check()
+        return sum(1 for d in os.scandir(self.folder("train")) if d.is_dir() for f in os.scandir(d) if f.is_file())
+
 
 @DATASETS.register("synthetic")
 class Synthetic(Dataset):
@@ -292,6 +324,9 @@ class Synthetic(Dataset):
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.train_size = train_size
         self.sizes = {"train": train_size, "test": test_size}
+
+    def train_size(self) -> int:
+        return self.sizes["train"]
 
     def load(self, split: Split) -> tuple[Any, Any]:
         import numpy as np

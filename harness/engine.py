@@ -65,14 +65,14 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, loader: Any, optimi
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, setting: Setting, device: torch.device,
+def evaluate(model: nn.Module, loader: Any, setting: Setting, device: torch.device, split: str = "test",
              progress: bool = False, stop: Callable[[], bool] = never) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy over the whole split."""
+    """`{split}_top1`, `{split}_top5` (percent) and `{split}_loss` (mean cross-entropy) over the whole split."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     top1 = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
-    for x, y, _ in _batches(loader, "eval", progress, stop):
+    for x, y, _ in _batches(loader, f"eval {split}", progress, stop):
         with autocast(device, setting.precision):
             logits = model(x)
         logits = logits.float()
@@ -83,4 +83,4 @@ def evaluate(model: nn.Module, loader: Any, setting: Setting, device: torch.devi
         top5 += hits.any(1).sum()
     n = loader.num_samples
     loss_total, c1, c5 = (t.item() for t in (loss_sum, top1, top5))
-    return {"test_loss": loss_total / n, "test_top1": 100.0 * c1 / n, "test_top5": 100.0 * c5 / n}
+    return {f"{split}_loss": loss_total / n, f"{split}_top1": 100.0 * c1 / n, f"{split}_top5": 100.0 * c5 / n}

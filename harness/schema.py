@@ -55,11 +55,15 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         hint = did_you_mean(str(value), [str(a) for a in args]) if isinstance(value, str) else ""
         raise ConfigError(f"{path}: {value!r} is not valid{hint}; valid: {_type_name(tp)}")
     if origin in (Union, types.UnionType):
+        errors = []
         for option in args:
             try:
                 return _coerce(option, value, path)
-            except ConfigError:
-                pass
+            except ConfigError as e:
+                errors.append((option, e))
+        for option, error in errors:  # a mapping meant for a section (`match: {...}`): the section's own error
+            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+                raise error
         words = [str(w) for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
         hint = did_you_mean(value, words) if isinstance(value, str) else ""
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}{hint}")

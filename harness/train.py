@@ -7,6 +7,7 @@ restored, so on a CPU with deterministic settings the resumed run ends exactly l
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import resource
 import time
@@ -28,6 +29,7 @@ from .config import RunConfig
 from .data import build_loaders
 from .engine import evaluate, train_one_epoch
 from .environment import environment, resolve_device, seed_everything, set_threads
+from .erf import effective_receptive_field, erf_images, save_erf
 from .execution import choose_setting
 from .optim import LrSchedule, build_optimizer
 from .records import RunDir, atomic_write_json, code_version, now, unwritable, write_config
@@ -154,19 +156,22 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
                                         geo.num_classes)
     fmt = memory_format(setting.layout)
     model = model.to(memory_format=fmt)
-    loaders.train.layout = loaders.test.layout = fmt
+    loaders.set_layout(fmt)
     optimizer = build_optimizer(model, cfg.recipe)
     scaler = torch.amp.GradScaler(device.type, enabled=setting.precision == "fp16")
     schedule = LrSchedule(cfg.recipe, steps_per_epoch)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    # validation images when there are some; the test images otherwise (only looked at, never chosen on)
+    erf_loader = loaders.val or loaders.test
+    erf_init = effective_receptive_field(model, erf_images(erf_loader)) if cfg.bench.erf and ckpt is None else None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         loaders.train.load_state_dict(ckpt["loader"])
         _set_rng_state(ckpt["rng"], device)
-        history, start_epoch = ckpt["history"], ckpt["epoch"]
+        history, start_epoch, erf_init = ckpt["history"], ckpt["epoch"], ckpt.get("erf_init")
         run.write_metrics(history)
         log(f"resumed {cfg.run_id} after epoch {start_epoch - 1} (attempt {attempt.number})")
     else:
@@ -186,7 +191,8 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
                                 device, epoch, progress, stop)
         train_time = time.perf_counter() - te
         nonfinite = stats.pop("nonfinite")
-        stats.update(evaluate(model, loaders.test, setting, device, progress, stop))
+        for split, loader in loaders.evaluated.items():
+            stats.update(evaluate(model, loader, setting, device, split, progress, stop))
         epoch_s = time.perf_counter() - te
         record = {"epoch": epoch, **stats, "epoch_s": epoch_s, "train_s": train_time,
                   "train_img_s": loaders.train.num_samples / train_time}
@@ -201,25 +207,46 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
             save_checkpoint(run, {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "loader": loaders.train.state_dict(), "rng": _rng_state(device),
-                "history": history, "setting": asdict(setting), "probe": probe, "run_id": cfg.run_id})
+                "history": history, "setting": asdict(setting), "probe": probe, "run_id": cfg.run_id,
+                "erf_init": erf_init})
         run.append_metrics(record)
         trackers.log(epoch, record)
         attempt.end_epoch(epoch)
-        log(f"epoch {epoch:3d}  train_loss {stats['train_loss']:.4f}  train_top1 {stats['train_top1']:6.2f}  "
-            f"test_loss {stats['test_loss']:.4f}  test_top1 {stats['test_top1']:6.2f}  lr {stats['lr']:.2e}  "
-            f"{epoch_s:6.2f} s  {record['train_img_s']:,.0f} img/s")
+        scores = "  ".join(f"{split}_loss {stats[f'{split}_loss']:.4f}  {split}_top1 {stats[f'{split}_top1']:6.2f}"
+                           for split in ("train", *loaders.evaluated))
+        log(f"epoch {epoch:3d}  {scores}  lr {stats['lr']:.2e}  {epoch_s:6.2f} s  {record['train_img_s']:,.0f} img/s")
     trackers.close()
 
     throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
-    last = history[-1]
+    if erf_init is not None and status == "done":
+        save_erf(run.path / "erf.npz", erf_init, effective_receptive_field(model, erf_images(erf_loader)))
+    metrics = final_metrics(history, has_val=loaders.val is not None)
+    if loaders.val is None:
+        log(f"run {cfg.run_id}: no validation split (data.val_fraction 0): the selected epoch is the final one")
     return _record(
         cfg, device, run, attempt, status=status, diverged_epoch=diverged_epoch,
         reason=f"training loss became NaN or infinite at epoch {diverged_epoch}" if status == "diverged" else None,
-        metrics={**{k: last[k] for k in ("test_top1", "test_top5", "test_loss", "train_loss", "train_top1")},
-                 "best_test_top1": max(h["test_top1"] for h in history), "epochs": len(history)},
+        metrics=metrics, data=loaders.sizes(cfg.data),
         model={**summary, "input_size": list(input_size)}, throughput=throughput,
         execution={**asdict(setting), "loader": loaders.kind, "probe": probe},
         timing={"epoch_s": [h["epoch_s"] for h in history]}, history=history)
+
+
+FINAL_KEYS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "test_loss", "test_top1", "test_top5")
+
+
+def final_metrics(history: list[dict[str, Any]], has_val: bool) -> dict[str, Any]:
+    """result.json's `metrics`: the final epoch's, and the test metrics at the epoch of best validation top-1 (the
+    earliest of equal ones). Only validation numbers choose the epoch; without a validation split it is the final
+    epoch (`selected_by` says which rule chose)."""
+    last = history[-1]
+    # a diverged epoch's NaN weights still give some accuracy: epochs whose validation loss is not finite never win
+    candidates = [h for h in history if math.isfinite(h["val_loss"])] if has_val else []
+    selected = max(candidates, key=lambda h: h["val_top1"]) if candidates else last  # max: the first of equal ones
+    return {**{k: last.get(k) for k in FINAL_KEYS}, "epochs": len(history),
+            "selected_epoch": selected["epoch"], "selected_by": "val_top1" if candidates else "final epoch",
+            "val_top1_selected": selected.get("val_top1"), "test_top1_selected": selected["test_top1"],
+            "test_top5_selected": selected["test_top5"]}
 
 
 def _record(cfg: RunConfig, device: torch.device, run: RunDir, attempt: Attempt, **parts: Any) -> dict[str, Any]:

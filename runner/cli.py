@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from harness.schema import ConfigError
 from harness.status import MEANING, Status
 
 from .checks import CONFIRM_CELLS, check_size, warn_unused_rules
+from .cost import Estimate, estimate, hours, spent_seconds
 from .interrupt import EXIT_INTERRUPTED, Interrupts, StudyInterrupted
 from .live import LiveView
 from .spec import Cell, StudyError, StudySpec, cell_value, expand, load_spec, resolved_study
@@ -50,7 +52,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _cell_columns(spec: StudySpec, cell: Cell) -> list[str]:
-    return [str(cell_value(cell, axis)) for axis in spec.axes] + [str(cell.params["seed"])]
+    values = ["n/a" if axis in cell.ignored else str(cell_value(cell, axis)) for axis in spec.axes]
+    return values + [str(cell.params["seed"])]
 
 
 def plan(statuses: list[CellStatus], max_retries: int, rerun: str | None,
@@ -86,15 +89,36 @@ def archive(s: CellStatus) -> None:
     s.status = Status.NEW
 
 
+SOURCES = {"finished": "from finished cells of their model", "probe": "from probes", "none": "not probed yet",
+           "benchmark only": "benchmark only"}
+
+
+def _cost_line(estimates: dict[str, Estimate], statuses: list[CellStatus], device: str) -> str:
+    """The estimate's total and where its step times came from."""
+    known = [estimates[s.cell.run_id].seconds for s in statuses]
+    sources = Counter(estimates[s.cell.run_id].source for s in statuses)
+    unknown = sum(1 for k in known if k is None)
+    return (f"estimated device-hours: {hours(sum(k for k in known if k is not None))}"
+            + (f" (+ {unknown} cells without an estimate)" if unknown else "")
+            + f"; step times: {', '.join(f'{n} cells {SOURCES[src]}' for src, n in sources.items())}"
+            + (f" (probed on this machine's {device})" if {"probe", "none"} & set(sources) else ""))
+
+
 def print_dry_run(spec: StudySpec, statuses: list[CellStatus], todo: list[CellStatus]) -> None:
     will_run = {s.cell.run_id for s in todo}
+    estimates, device = estimate(statuses, allow_probe=True)
     rows = [[s.cell.run_id, *_cell_columns(spec, s.cell), s.status.value,
-             "submit" if s.cell.run_id in will_run else "skip"] for s in statuses]
-    print(_table(rows, ["run id", *spec.axes, "seed", "status", "action"]))
+             "submit" if s.cell.run_id in will_run else "skip", hours(estimates[s.cell.run_id].seconds)]
+            for s in statuses]
+    print(_table(rows, ["run id", *spec.axes, "seed", "status", "action", "est. h"]))
+    submitted = [s for s in statuses if s.cell.run_id in will_run]
     print(f"\n{counts(statuses)}; {len(todo)} would be submitted")
+    print(f"{_cost_line(estimates, statuses, device)}; the {len(submitted)} to submit: "
+          f"{hours(sum(estimates[s.cell.run_id].seconds or 0.0 for s in submitted))} h")
 
 
 def print_status(spec: StudySpec, statuses: list[CellStatus], source: str) -> None:
+    estimates, device = estimate(statuses, allow_probe=False)
     rows = []
     for s in statuses:
         top1 = s.state.get("test_top1")
@@ -102,10 +126,13 @@ def print_status(spec: StudySpec, statuses: list[CellStatus], source: str) -> No
         status = s.status.value + (" (stale)" if s.stale(source) else "")
         rows.append([s.cell.run_id, *_cell_columns(spec, s.cell), status, str(s.attempts),
                      ",".join(s.job_ids[-2:]), "" if epoch is None else str(epoch),
-                     "" if top1 is None else f"{top1:.2f}", s.note or ""])
+                     "" if top1 is None else f"{top1:.2f}", hours(estimates[s.cell.run_id].seconds),
+                     hours(spent_seconds(s.state)), s.note or ""])
     print(_table(rows, ["run id", *spec.axes, "seed", "status", "attempts", "job ids", "last epoch", "test top1",
-                        "now"]))
+                        "est. h", "spent h", "now"]))
     print(f"\n{counts(statuses)}")
+    print(f"{_cost_line(estimates, statuses, device)}; spent so far: "
+          f"{hours(sum(spent_seconds(s.state) for s in statuses))} h")
     versions = code_versions(statuses)
     if len(versions) > 1 or any(s.stale(source) for s in statuses):
         print("finished cells by code version (current source: " + source + "): "

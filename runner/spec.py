@@ -8,8 +8,12 @@
     include: [{model.mixer: pool, model.patch_size: 2}]                       # extra cells beyond the grid
     seeds: [0, 1, 2]
     run: {executor: slurm, profile: slurm/profiles/mycluster.yaml, gpus_per_task: 1, timeout_min: 120}
-    report: {table: {rows: model.mixer, columns: model.patch_size, metric: test_top1}}
+    report: {table: {rows: model.mixer, columns: model.patch_size, metric: test_top1}, control: {model.mixer: dwconv}}
+    select: {metric: val_top1, over: [recipe.lr]}                            # tuning on validation data only
+    match: {params: 1.0e6, solve: model.dim}                                 # each cell's width solved to a size
 
+A cell's identity leaves out what its model does not use (`harness.identity`): attention ignores model.kernel_size,
+so a kernel-size axis gives it one cell per seed, listed with the axis in `ignored`.
 Every error names the file and the key path, and says what would be valid.
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config import RunConfig, resolve
+from harness.identity import normalise
 from harness.schema import ConfigError, did_you_mean, get_dotted, parse, to_dict
 from harness.yamlio import load_file
 
@@ -89,6 +94,36 @@ class PlotSpec:
 class ReportSpec:
     table: TableSpec = field(default_factory=TableSpec)
     plots: PlotSpec = field(default_factory=PlotSpec)
+    control: dict[str, Any] = field(default_factory=dict)  # {axis: level} every other level is compared with
+
+
+@dataclass(frozen=True)
+class SelectSpec:
+    """Per combination of the other axes, the setting of `over` with the best mean `metric` (a validation one)."""
+    over: list[str]
+    metric: str = "val_top1"
+
+
+@dataclass(frozen=True)
+class MatchSpec:
+    """Each cell's `solve` dimension set so that its parameters or forward FLOPs land within 3% of a target."""
+    params: float | None = None
+    flops: float | None = None
+    solve: Literal["model.dim", "model.depth"] = "model.dim"
+
+    def __post_init__(self) -> None:
+        from harness.schema import check
+        check((self.params is None) != (self.flops is None), "params",
+              "give one target, `params: 1.0e6` or `flops: 3.0e8`")
+        check((self.params or self.flops or 0) > 0, "params" if self.params else "flops", "must be > 0")
+
+    @property
+    def kind(self) -> str:
+        return "params" if self.params is not None else "flops"
+
+    @property
+    def target(self) -> float:
+        return float(self.params if self.params is not None else self.flops)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,8 @@ class StudySpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     run: RunSpec = field(default_factory=RunSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
+    select: SelectSpec | None = None
+    match: MatchSpec | None = None
     imports: list[str] = field(default_factory=list)  # modules that register extra mixers or datasets
     # Set by load_spec, never in the file: the study file, its folder (which relative paths in it are relative to) and
     # the command line's overrides.
@@ -118,8 +155,10 @@ class StudySpec:
 
 @dataclass(frozen=True)
 class Cell:
-    params: dict[str, Any]    # dotted key -> value, the seed included as "seed"
+    params: dict[str, Any]    # dotted key -> value, the seed included as "seed"; None for an ignored axis
     config: RunConfig
+    ignored: tuple[str, ...] = ()            # axes the cell's model does not use (shown as n/a)
+    matched: dict[str, Any] = field(default_factory=dict)  # a match study: {solved key: value, params|flops: achieved}
 
     @property
     def run_id(self) -> str:
@@ -243,6 +282,9 @@ def _check_structure(spec: StudySpec, where: str) -> None:
         raise StudyError(f"{where}.seeds: repeated seeds {spec.seeds}")
     if "seed" in spec.base:
         raise StudyError(f"{where}.base.seed: the seed is set by the study's `seeds` list")
+    if spec.match is not None and spec.match.solve in spec.axes:
+        raise StudyError(f"{where}.match.solve: {spec.match.solve} is a grid axis; a matched study solves it per "
+                         f"cell, so it cannot also be varied")
 
 
 def _matches(params: dict[str, Any], rule: dict[str, Any]) -> bool:
@@ -268,15 +310,25 @@ def expand(spec: StudySpec, where: str = "study") -> list[Cell]:
                          f"least one key, e.g. grid: {{model.mixer: [dwconv, identity]}}")
     if not points:
         raise StudyError(f"{where}.exclude: the rules exclude every cell of the grid; nothing would run")
+    from .match import MatchSolver  # (it imports this module)
+    solver = MatchSolver(spec.match) if spec.match is not None else None
     cells: list[Cell] = []
     seen: dict[str, str] = {}
     for point in points:
         for seed in spec.seeds:
             params = {**point, "seed": seed}
-            config = resolve(spec.base, params, path=cell_label(where, params))
-            cell = Cell(params, config)
+            label = cell_label(where, params)
+            normalised, unused = normalise(resolve(spec.base, params, path=label).to_dict())
+            ignored = tuple(axis for axis in spec.axes if axis in unused)
+            config = resolve(normalised, path=label)
+            matched: dict[str, Any] = {}
+            if solver is not None:
+                config, matched = solver.solve(config, label)
+            cell = Cell({k: (None if k in ignored else v) for k, v in params.items()}, config, ignored, matched)
             if cell.run_id in seen:
-                raise StudyError(f"{cell_label(where, params)} and{seen[cell.run_id]} resolve to the same run config")
+                if ignored:  # the same model as a cell listed already: listed once
+                    continue
+                raise StudyError(f"{label} and{seen[cell.run_id]} resolve to the same run config")
             seen[cell.run_id] = cell_label("", params)
             cells.append(cell)
     return cells
@@ -285,8 +337,12 @@ def expand(spec: StudySpec, where: str = "study") -> list[Cell]:
 def resolved_study(spec: StudySpec, cells: list[Cell], code: dict[str, Any]) -> dict[str, Any]:
     """study.yaml as written next to the results: the study as submitted, its cells and the code version."""
     base = resolve(spec.base, path="base").to_dict()
-    return {**to_dict(spec), "axes": spec.axes, "base": base, "code": code,
-            "cells": [{"run_id": c.run_id, "params": c.params} for c in cells]}
+    study = {**to_dict(spec), "axes": spec.axes, "base": base, "code": code,
+             "cells": [{"run_id": c.run_id, "params": c.params, **({"ignored": list(c.ignored)} if c.ignored else {}),
+                        **({"matched": c.matched} if c.matched else {})} for c in cells]}
+    if spec.match is not None:  # as the user gave it: the one target, and what is solved
+        study["match"] = {spec.match.kind: spec.match.target, "solve": spec.match.solve}
+    return {k: v for k, v in study.items() if v is not None}
 
 
 def cell_value(cell: Cell, key: str) -> Any:

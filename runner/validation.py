@@ -12,6 +12,7 @@ import json
 from harness.datasets import Geometry, cache_dir
 from harness.plugins import import_plugins, locate_plugins
 from harness.records import PACKAGE_ROOT, atomic_write_json
+from harness.schema import to_dict
 from harness.validate import check_batch, check_data
 
 from .spec import Cell, StudyError, StudySpec, cell_label
@@ -49,10 +50,24 @@ def load_plugins(spec: StudySpec, where: str) -> None:
             raise StudyError(f"{where}.imports[{i}]: importing {module!r} failed: {type(e).__name__}: {e}") from None
 
 
+def check_design(spec: StudySpec, cells: list[Cell], where: str) -> None:
+    """The study's `report` and `select` sections checked as the report will read them (`analysis.check_report`:
+    axes that exist, a control level among its axis's values, a validation metric to select on), so that a typo
+    fails before anything trains."""
+    from analysis import SpecError, check_report
+    values = {axis: list({json.dumps(c.params[axis], sort_keys=True): c.params[axis] for c in cells
+                          if axis not in c.ignored}.values()) for axis in spec.axes}  # distinct (dicts included)
+    try:
+        check_report(to_dict(spec.report), values, to_dict(spec.select) if spec.select else None, where)
+    except SpecError as e:
+        raise StudyError(str(e)) from None
+
+
 def validate_cells(spec: StudySpec, cells: list[Cell], where: str, here: bool = False, download: bool = True) -> None:
     """Raise StudyError naming the first bad cell; returns quietly when every cell can run. `here`: the cells run on
     this machine, so their devices must exist and their models fit its memory; `download=False` (a dry run): data
     that a run would download is not fetched."""
+    check_design(spec, cells, where)
     load_plugins(spec, where)
     geometries: dict[str, Geometry] = {}
     models: dict[str, tuple[Cell, Geometry]] = {}

@@ -148,7 +148,14 @@ def test_a_run_writes_a_complete_record(tmp_path):
     assert stored["config"] == cfg.to_dict()
     history = run.read_metrics()
     assert [h["epoch"] for h in history] == [0, 1] and stored["metrics"]["test_top1"] == history[-1]["test_top1"]
-    assert stored["metrics"]["best_test_top1"] == max(h["test_top1"] for h in history)
+    assert "best_test_top1" not in stored["metrics"]  # nothing is chosen on the test set
+    best = max(history, key=lambda h: h["val_top1"])
+    assert stored["metrics"]["selected_epoch"] == best["epoch"] and stored["metrics"]["val_top1_selected"] == best[
+        "val_top1"] and stored["metrics"]["test_top1_selected"] == best["test_top1"]
+    assert stored["data"] == {"train_size": 1293, "val_size": 144, "test_size": 360, "val_fraction": 0.1,
+                              "data_seed": 0}
+    with np.load(run.path / "erf.npz") as erf:
+        assert erf["init"].shape == erf["trained"].shape == (8, 8) and not np.array_equal(erf["init"], erf["trained"])
     assert stored["model"]["params"] == sum(p.numel() for p in build_model(cfg, 1, 10, 8).parameters())
     assert stored["model"]["flops"] > 0 and stored["model"]["input_size"] == [1, 8, 8]
     t = stored["throughput"]
