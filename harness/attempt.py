@@ -12,11 +12,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from .status import Status
-
 from .owner import Owner
 from .records import RunDir, now
 from .runlock import Heartbeat
+from .status import Status
 
 # Why an attempt ended (attempts_log[].why).
 ENDINGS = ("done", "diverged", "failed", "killed", "interrupted", "preempted", "time limit", "cancelled")

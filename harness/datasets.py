@@ -61,7 +61,7 @@ class Dataset:
     in_memory = True
     default_root: str | None = None
     channels = image_size = num_classes = 0
-    train_size: int | None = None   # images in the training split, where known without reading the files
+    known_train_size: int | None = None   # images in the training split, where known without reading the files
 
     def __init__(self, root: str | None = None):
         self.root = Path(root or self.default_root or ".").expanduser()
@@ -81,8 +81,8 @@ class Dataset:
         raise TypeError(f"{type(self).__name__} is read through a DataLoader, not loaded into memory")
 
     def train_size(self) -> int:
-        """Images in the training split (before the validation hold-out), for cost estimates."""
-        return len(self.load("train")[1])
+        """Images in the training split (before the validation hold-out), read from the files if not known."""
+        return self.known_train_size if self.known_train_size is not None else len(self.load("train")[1])
 
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
@@ -131,7 +131,7 @@ class Digits(Dataset):
 
     channels, image_size, num_classes = 1, 8, 10
     test_size = 360
-    train_size = 1797 - test_size
+    known_train_size = 1797 - test_size
 
     def load(self, split: Split) -> tuple[Any, Any]:
         import numpy as np
@@ -161,7 +161,7 @@ class FashionMNIST(Dataset):
     Debian ships them: `apt-get install dataset-fashion-mnist` puts them in the default root.
     """
 
-    channels, image_size, num_classes, train_size = 1, 28, 10, 60_000
+    channels, image_size, num_classes, known_train_size = 1, 28, 10, 60_000
     default_root = "/usr/share/datasets/fashion-mnist"
     files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -189,7 +189,7 @@ class FashionMNIST(Dataset):
 class _Cifar(Dataset):
     """CIFAR in torchvision's format (the extracted python pickles), downloaded through torchvision if missing."""
 
-    channels, image_size, train_size = 3, 32, 50_000
+    channels, image_size, known_train_size = 3, 32, 50_000
     default_root = str(cache_dir() / "data")
     folder = ""
     tv_class = ""
@@ -322,11 +322,8 @@ class Synthetic(Dataset):
                  train_size: int = 1024, test_size: int = 256):
         super().__init__(root)
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
-        self.train_size = train_size
+        self.known_train_size = train_size
         self.sizes = {"train": train_size, "test": test_size}
-
-    def train_size(self) -> int:
-        return self.sizes["train"]
 
     def load(self, split: Split) -> tuple[Any, Any]:
         import numpy as np

@@ -9,6 +9,7 @@ over the batch, giving one (H, W) map. A run computes it at initialisation and a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -24,10 +25,11 @@ def effective_receptive_field(model: nn.Module, images: torch.Tensor) -> np.ndar
     try:
         x = images.detach().float().contiguous().requires_grad_(True)
         with torch.enable_grad():
-            features = model.forward_features(x)  # (B, C, h, w)
+            features = model.forward_features(x)  # type: ignore[operator]  # (B, C, h, w): every MixerNet
             h, w = features.shape[-2:]
             # Each image's centre depends on that image alone (eval mode), so one backward gives every image's gradient.
             features[:, :, h // 2, w // 2].sum().backward()
+        assert x.grad is not None
         grad = x.grad.abs().sum(1).mean(0)  # (H, W)
     finally:
         model.zero_grad(set_to_none=True)
@@ -35,7 +37,7 @@ def effective_receptive_field(model: nn.Module, images: torch.Tensor) -> np.ndar
     return grad.cpu().numpy().astype(np.float32)
 
 
-def erf_images(loader: object) -> torch.Tensor:
+def erf_images(loader: Iterable[Any]) -> torch.Tensor:
     """The first ERF_IMAGES images of an evaluation loader (normalised, not augmented)."""
     x, _, _ = next(iter(loader))
     return x[:ERF_IMAGES]

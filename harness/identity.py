@@ -77,7 +77,7 @@ def normalise(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     table = signatures()
     ignored: list[str] = []
     for kind, kwargs_key in KINDS.items():
-        takes = table[kind].get(model.get(kind))
+        takes = table[kind].get(str(model.get(kind)))
         if takes is None:
             continue
         anyone = {p for params in table[kind].values() for p in params}

@@ -21,8 +21,6 @@ import torch
 from mixers import MixerNet
 from mixers.summary import summarize
 
-from .status import Status
-
 from .attempt import Attempt, Interrupted, never, totals
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
@@ -34,6 +32,7 @@ from .execution import choose_setting
 from .optim import LrSchedule, build_optimizer
 from .records import RunDir, atomic_write_json, code_version, now, unwritable, write_config
 from .runlock import run_lock
+from .status import Status
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
 from .tracking import Trackers
 

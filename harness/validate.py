@@ -6,6 +6,7 @@ with the key path, and not an hour into a cluster job.
 """
 from __future__ import annotations
 
+import math
 import sys
 
 from .config import RunConfig
@@ -41,8 +42,11 @@ TRAIN_BYTES_PER_PARAM = 16
 
 
 def train_split_size(cfg: RunConfig) -> int | None:
-    """Images in the training split this config trains on (after data.train_limit), where the dataset knows it."""
-    known = getattr(create_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options), "train_size", None)
+    """Images this config trains on (after the validation hold-out and data.train_limit), where the dataset knows its
+    size without reading its files."""
+    known = create_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options).known_train_size
+    if known is not None:  # StratifiedShuffleSplit holds out ceil(n * val_fraction) images
+        known -= math.ceil(known * cfg.data.val_fraction)
     sizes = [n for n in (known, cfg.data.train_limit) if n is not None]
     return min(sizes) if sizes else None
 

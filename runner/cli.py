@@ -77,7 +77,7 @@ def plan(statuses: list[CellStatus], max_retries: int, rerun: str | None,
 
 
 def archive(s: CellStatus) -> None:
-    """A finished cell rerun on purpose: its result, curves, checkpoints and log move to previous/<n>/ (n = 1, 2 ...)."""
+    """A finished cell rerun on purpose: its result, curves, checkpoints and log move to previous/<n>/, n = 1, 2 ..."""
     previous = s.run.path / "previous"
     target = previous / str(1 + (len(list(previous.iterdir())) if previous.exists() else 0))
     target.mkdir(parents=True)

@@ -121,7 +121,7 @@ def probe(config: RunConfig) -> float:
         optimizer.step()
 
     times = []
-    for i in range(PROBE_WARMUP + PROBE_STEPS):
+    for _ in range(PROBE_WARMUP + PROBE_STEPS):
         start = time.perf_counter()
         step()
         if device.type == "cuda":
@@ -172,10 +172,10 @@ def estimate(statuses: list[CellStatus], allow_probe: bool) -> tuple[dict[str, E
                     print(f"probing the step time of {config.model.mixer}/{config.model.block} h={config.model.dim} "
                           f"d={config.model.depth} p={config.model.patch_size} on {device} (cached for next time)",
                           file=sys.stderr, flush=True)
-                    rate = probe(config)
-                    atomic_write_json(path, {"s_per_image": rate, "device": device, "versions": _versions(),
+                    measured = probe(config)
+                    atomic_write_json(path, {"s_per_image": measured, "device": device, "versions": _versions(),
                                              "model": json.loads(key)})
-                    rates[key] = rate, "probe"
+                    rates[key] = measured, "probe"
                 else:
                     rates[key] = None, "none"
         rate, source = rates[key]

@@ -39,7 +39,7 @@ class MatchSolver:
         if key not in self._solved:
             path = cache_dir() / "matched" / f"{hashlib.sha256((mixers_digest() + key).encode()).hexdigest()[:32]}.json"
             if path.exists():
-                self._solved[key] = tuple(json.loads(path.read_text()))  # type: ignore[assignment]
+                self._solved[key] = tuple(json.loads(path.read_text()))
             else:
                 self._solved[key] = self._search(config, label)
                 atomic_write_json(path, list(self._solved[key]))
@@ -108,7 +108,8 @@ class MatchSolver:
 
         from harness.train import build_model
         from mixers.summary import count_flops, count_params
-        trial = dataclasses.replace(config, model=dataclasses.replace(config.model, **{self.field: value}))
+        changes: dict[str, Any] = {self.field: value}
+        trial = dataclasses.replace(config, model=dataclasses.replace(config.model, **changes))
         try:
             with torch.device("meta"):
                 model = build_model(trial, geometry.channels, geometry.num_classes, geometry.image_size)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.records import RunDir, code_label
+from harness.status import Status, parse_status
 
 from .spec import Cell, StudySpec
-from harness.status import Status, parse_status
 
 
 def study_dir(spec: StudySpec) -> Path:

@@ -80,7 +80,8 @@ def validate_cells(spec: StudySpec, cells: list[Cell], where: str, here: bool = 
         models.setdefault(json.dumps([config["model"], geometry.__dict__], sort_keys=True), (cell, geometry))
         check_batch(cell.config, cell_label(where, cell.params))
     here_key = device_memory_key() if here else ""
-    key = hashlib.sha256((_source_fingerprint(spec.imports, spec.folder) + here_key + "".join(sorted(models))).encode()).hexdigest()
+    fingerprint = _source_fingerprint(spec.imports, spec.folder) + here_key + "".join(sorted(models))
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()
     verdict = cache_dir() / "validated" / f"{key[:32]}.json"
     if verdict.exists():
         return

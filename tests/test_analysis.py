@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from analysis_fixtures import write_study
+from conftest import skip_unless_required
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
@@ -32,7 +33,6 @@ from analysis.cli import main
 from analysis.metrics import METRICS
 from analysis.pareto import pareto_mask
 from analysis.stats import t_quantile
-from conftest import skip_unless_required
 
 MIXERS, PATCHES, SEEDS = ("dwconv", "attention", "identity"), (1, 2, 4), (0, 1, 2)
 OUTCOMES = {

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, write_study
+
 from harness.attempt import Interrupted
 from harness.config import resolve
 from harness.records import RunDir

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import skip_unless_required
 
 from harness.config import RECIPES, RunConfig, load_config, resolve
 from harness.datasets import DATASETS, DatasetError, create_dataset
@@ -21,8 +22,6 @@ from harness.records import RunDir
 from harness.schema import ConfigError, parse_overrides
 from harness.throughput import Setting, benchmark, candidate_settings
 from harness.train import build_model, train
-
-from conftest import skip_unless_required
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmarks/ holds scripts, not an installed package

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ROOT, TINY_BASE, run_study, write_study
+
 from harness.owner import Owner
 
 # a cell of a few hundred short epochs: long enough to stop in the middle, a few seconds to finish

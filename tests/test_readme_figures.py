@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))  # benchmarks/ holds scripts, not an installed package

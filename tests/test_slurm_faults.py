@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_study
 from test_slurm import SLOW_BASE, popen_study, slurm_study, states, wait_until
 
@@ -23,7 +22,7 @@ SBATCH = shutil.which("sbatch") or "/usr/bin/sbatch"
 
 
 def fake_sbatch(tmp_path: Path, body: str) -> dict[str, str]:
-    """An environment whose `sbatch` is a script: `body` runs with $REAL naming the real sbatch and $N the call count."""
+    """An environment whose `sbatch` is a script: `body` runs with $REAL (the real sbatch) and $N (the call count)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     script = bin_dir / "sbatch"

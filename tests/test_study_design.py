@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import TINY_BASE, run_study, write_study
+
 from harness.config import resolve
 from harness.identity import normalise
 from harness.train import build_model

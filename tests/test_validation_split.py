@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY_BASE, run_study, write_study
+from test_harness import dataset_root
+
 from harness.config import resolve
 from harness.data import build_loaders
 from harness.datasets import DATASETS, DatasetError, create_dataset
 from harness.train import final_metrics, train
-from test_harness import dataset_root
 
 CPU = torch.device("cpu")
 # hold-outs big enough for every class of each small dataset (the imagefolder fixture has 40 images of 10 classes)

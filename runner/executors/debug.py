@@ -1,10 +1,11 @@
 """`debug`: cells one after another in this process, so that breakpoints work and the first error propagates."""
 from __future__ import annotations
 
+from harness.status import Status
+
 from ..interrupt import Interrupts
 from ..job import CellJob
 from ..state import CellStatus, read_status, run_dir
-from harness.status import Status
 from . import EXECUTORS
 from .local import LocalExecutor, describe
 

@@ -23,11 +23,11 @@ from harness.attempt import close_dead_attempt
 from harness.owner import Owner
 from harness.records import HEARTBEAT_STALE_S, PACKAGE_ROOT, heartbeat_age
 from harness.runlock import lock_is_held
+from harness.status import Status
 
 from ..interrupt import Interrupts
 from ..spec import Cell
 from ..state import CellStatus, read_status, run_dir, study_dir
-from harness.status import Status
 from . import EXECUTORS, Executor
 
 STOP_GRACE_S = 8.0       # after the first signal, workers have this long to end their cells (the 10 s bound)

@@ -26,12 +26,12 @@ from typing import Any
 from harness.attempt import close_dead_attempt
 from harness.owner import Owner
 from harness.records import HEARTBEAT_STALE_S, PACKAGE_ROOT, code_version, heartbeat_age
+from harness.status import Status
 
 from ..interrupt import Interrupts
 from ..job import CellJob
 from ..spec import Cell, StudyError, StudySpec
 from ..state import CellStatus, read_status, run_dir, study_dir
-from harness.status import Status
 from . import EXECUTORS, Executor
 
 PACKAGES = ("mixers", "harness", "runner", "analysis")
