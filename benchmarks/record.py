@@ -117,7 +117,7 @@ def record(name: str, command: list[str], folder: Path = REFERENCE) -> int:
         sys.stdout.write(line)
         output.append(line)
     status = process.wait()
-    fields |= {"wall_s": f"{time.perf_counter() - start:.1f}", "exit": str(status)}
+    fields |= {"wall_s": f"{time.perf_counter() - start:.3f}", "exit": str(status)}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.txt"
     tmp = path.with_suffix(".tmp")

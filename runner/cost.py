@@ -106,7 +106,7 @@ def probe(config: RunConfig) -> float:
     from harness.optim import build_optimizer
     from harness.train import build_model
     from harness.validate import check_data
-    geometry = check_data(config)
+    geometry = check_data(config, download=False)  # the shapes only: a dry run never downloads
     device = resolve_device("auto")
     batch = config.recipe.batch_size if device.type == "cuda" else min(config.recipe.batch_size, CPU_PROBE_BATCH)
     model = build_model(config, geometry.channels, geometry.num_classes, geometry.image_size).to(device)

@@ -9,9 +9,10 @@ import threading
 from types import TracebackType
 from typing import TextIO
 
+from harness.status import Status
+
 from .spec import Cell, StudySpec
 from .state import read_status
-from .status import Status
 
 
 def live_line(spec: StudySpec, cells: list[Cell]) -> str:

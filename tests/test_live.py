@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import write_study
 
+from harness.status import Status
 from runner.cli import main as run_study
 from runner.live import LiveView, live_line
 from runner.spec import expand, load_spec
 from runner.state import run_dir
-from runner.status import Status
 
 
 @pytest.mark.slow
