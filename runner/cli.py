@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 import yaml
 
 from harness.errors import EXIT_FAILED, EXIT_USAGE, add_debug_argument, check_output_folder, debugging, run_main
-from harness.plugins import locate_plugins
 from harness.records import atomic_write_bytes, code_version, now, unwritable, write_config
 from harness.schema import ConfigError
 from harness.status import MEANING, Status
@@ -38,6 +37,7 @@ from .interrupt import EXIT_INTERRUPTED, Interrupts, StudyInterrupted
 from .live import LiveView
 from .spec import Cell, StudyError, StudySpec, cell_value, expand, load_spec, resolved_study
 from .state import CellStatus, code_versions, counts, study_dir, study_lock, survey
+from .validation import load_plugins
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -301,8 +301,10 @@ def _main(argv: list[str]) -> int:
             spec = replace(spec, run=replace(spec.run, results=str(args.results.resolve())))
         check_size(spec, where, args.yes)
         warn_unused_rules(spec, where)
+        # plugins first: their mixers' signatures decide which settings a cell's identity ignores (harness.identity),
+        # and their source is part of the code version
+        load_plugins(spec, where)
         cells = expand(spec, where)
-        locate_plugins(spec.imports, [spec.folder])  # their source is part of the code version, imported or not
         source = code_version()["source"]
         if args.status:
             with study_lock(spec, blocking=False) as free:  # a submission under way: look without writing
