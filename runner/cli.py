@@ -22,7 +22,7 @@ import traceback
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -183,14 +183,13 @@ def check_claim(spec: StudySpec, cells: list[Cell], where: str) -> None:
 
 
 def submit(spec: StudySpec, cells: list[Cell], where: str, executor_name: str, max_retries: int, rerun: str | None,
-           wait: bool, interrupts: Interrupts) -> int:
+           wait: bool, interrupts: Interrupts, code: dict[str, Any]) -> int:
     from .executors import EXECUTORS
     from .validation import validate_cells
     executor = EXECUTORS.get(executor_name)(spec, where)
     validate_cells(spec, cells, where, here=executor_name in ("local", "debug"))
     executor.check(cells)
     check_claim(spec, cells, where)
-    code = code_version()
     with study_lock(spec):
         statuses = survey(spec, cells)
         todo, skipped = plan(statuses, max_retries, rerun, code["source"])
@@ -223,16 +222,13 @@ def wait_all(spec: StudySpec, cells: list[Cell], interrupts: Interrupts, submitt
              ) -> list[str]:
     """Wait for every cell on its way, by the executor that owns it (the one that just submitted runs its cells);
     what could not run comes back as lines."""
-    from .executors import EXECUTORS
+    from .executors import EXECUTORS, by_executor
     problems: list[str] = []
     while True:
         active = [s for s in survey(spec, cells) if s.status.active]
         if not active:
             return problems
-        by_executor: dict[str, list[CellStatus]] = {}
-        for s in active:
-            by_executor.setdefault(s.executor or "local", []).append(s)
-        for name, group in by_executor.items():
+        for name, group in by_executor(active).items():
             executor = submitter if submitter and submitter.name == name else EXECUTORS.get(name)(spec)
             problems += executor.wait(group, interrupts)
         if problems:
@@ -305,7 +301,8 @@ def _main(argv: list[str]) -> int:
         # and their source is part of the code version
         load_plugins(spec, where)
         cells = expand(spec, where)
-        source = code_version()["source"]
+        code = code_version()
+        source = code["source"]
         if args.status:
             with study_lock(spec, blocking=False) as free:  # a submission under way: look without writing
                 print_status(spec, survey(spec, cells, persist=free), source)
@@ -327,10 +324,10 @@ def _main(argv: list[str]) -> int:
             print_dry_run(spec, statuses, plan(statuses, max_retries, args.rerun, source)[0])
             return 0
         check_output_folder(study_dir(spec), f"{where}.run.results")
-        code = submit(spec, cells, where, args.executor or spec.run.executor, max_retries, args.rerun, args.wait,
-                      interrupts)
+        exit_code = submit(spec, cells, where, args.executor or spec.run.executor, max_retries, args.rerun, args.wait,
+                           interrupts, code)
         print(f"run-study: {time.perf_counter() - t0:.1f} s")
-        return code
+        return exit_code
     except ConfigError as e:  # a bad study file, base config or cell (StudyError is one too)
         if debugging(argv):
             raise
@@ -355,12 +352,9 @@ def _main(argv: list[str]) -> int:
 
 
 def cancel(spec: StudySpec, cells: list[Cell]) -> int:
-    from .executors import EXECUTORS
+    from .executors import EXECUTORS, by_executor
     active = [s for s in survey(spec, cells) if s.status.active]
-    by_executor: dict[str, list[CellStatus]] = {}
-    for s in active:
-        by_executor.setdefault(s.executor or "local", []).append(s)
-    for name, group in by_executor.items():
+    for name, group in by_executor(active).items():
         EXECUTORS.get(name)(spec).cancel(group)
     print(f"asked {len(active)} cells to stop; `--status` shows them as they end")
     return 0

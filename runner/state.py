@@ -103,16 +103,12 @@ def read_status(spec: StudySpec, cells: list[Cell]) -> list[CellStatus]:
 
 def survey(spec: StudySpec, cells: list[Cell], persist: bool = True) -> list[CellStatus]:
     """read_status, then every cell on its way reconciled by its executor (written unless `persist` is false)."""
-    from .executors import EXECUTORS
+    from .executors import EXECUTORS, by_executor
     statuses = read_status(spec, cells)
     for s in statuses:
         if persist and s.state.get("status") != s.status.value:  # settled from the run files above
             s.state = s.run.update_state(s.note or "state brought in line with result.json", status=s.status)
-    by_executor: dict[str, list[CellStatus]] = {}
-    for s in statuses:
-        if s.status.active:
-            by_executor.setdefault(s.executor or "local", []).append(s)
-    for name, group in by_executor.items():
+    for name, group in by_executor([s for s in statuses if s.status.active]).items():
         EXECUTORS.get(name)(spec).reconcile(group, persist)
     return statuses
 

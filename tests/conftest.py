@@ -5,8 +5,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import pytest
 import yaml
@@ -31,6 +32,20 @@ def write_study(folder: Path, name: str = "tiny", **fields: Any) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str,
+               process: subprocess.Popen | None = None) -> None:
+    """Poll an observable condition (a file another process writes); fail with `what` after `timeout` s, or at once
+    when `process` (a run-study under test) has ended first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            out = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"run-study ended before {what}: {out}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 def run_study(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TINY_BASE, run_study, write_study
+from conftest import ROOT, TINY_BASE, run_study, wait_until, write_study
 
 from harness.owner import Owner
 
@@ -31,18 +31,6 @@ def runs(folder: Path, study: str = "tiny") -> dict[str, Path]:
 
 def state(run: Path) -> dict[str, Any]:
     return json.loads((run / "state.json").read_text())
-
-
-def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
-    """Poll an observable condition (a file another process writes); fail with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            out = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"run-study ended before {what}: {out}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def epochs_done(run: Path) -> int:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, TINY_BASE, run_study, write_study
+from conftest import ROOT, TINY_BASE, run_study, wait_until, write_study
 
 from harness.config import resolve
 from harness.records import RunDir
@@ -35,17 +34,6 @@ def slurm_study(tmp_path: Path, name: str, run: dict[str, Any] | None = None, **
 def states(tmp_path: Path, name: str) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text())
             for p in (tmp_path / "results" / name / "runs").glob("*/state.json")}
-
-
-def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
-    """Poll an observable condition (a file another process writes); fail with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"run-study ended before {what}: {process.stdout.read()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def checkpoint_epoch(run: Path) -> int:

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_study
-from test_slurm import SLOW_BASE, popen_study, slurm_study, states, wait_until
+from conftest import ROOT, run_study, wait_until
+from test_slurm import SLOW_BASE, popen_study, slurm_study, states
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 SBATCH = shutil.which("sbatch") or "/usr/bin/sbatch"

@@ -4,6 +4,7 @@ one new file and its name in EXECUTOR_MODULES.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ def _import_executors() -> None:
         import_module(f"{__package__}.{module}")
 
 
-class Executor:
+class Executor(ABC):
     """How a study's cells are run somewhere, as transitions of the ledger.
 
     `check` runs before anything is written; `submit` runs under the study lock and must leave every cell it was given
@@ -37,20 +38,32 @@ class Executor:
 
     def check(self, cells: list[Cell]) -> None:
         """Raise StudyError (a user mistake) if these cells cannot run here; writes nothing."""
+        return None  # by default anything goes: local cells were validated on this machine already
 
+    @abstractmethod
     def submit(self, cells: list[Cell], interrupts: Interrupts) -> None:
-        raise NotImplementedError
+        """Hand the cells over (or back), recording each transition."""
 
+    @abstractmethod
     def wait(self, statuses: list[CellStatus], interrupts: Interrupts) -> list[str]:
         """Block until none of `statuses` (the cells this executor owns that are on their way) is; returns what the
         user should be told about cells that could not run (one line each)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reconcile(self, statuses: list[CellStatus], persist: bool) -> None:
-        raise NotImplementedError
+        """Correct the recorded states from what is real (written only if `persist`)."""
 
+    @abstractmethod
     def cancel(self, statuses: list[CellStatus]) -> None:
-        raise NotImplementedError
+        """Ask whatever trains these cells to stop; they stay resumable."""
 
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor", plugins=_import_executors)
+
+
+def by_executor(statuses: list[CellStatus]) -> dict[str, list[CellStatus]]:
+    """The cells grouped by the executor that owns them (as their state records it; `local` when none does)."""
+    groups: dict[str, list[CellStatus]] = {}
+    for s in statuses:
+        groups.setdefault(s.executor or "local", []).append(s)
+    return groups
