@@ -133,7 +133,7 @@ class BatchAugment:
             raise ValueError("BatchAugment draws its parameters on the CPU: pass a CPU torch.Generator")
         s, size = self.spec, self.out_size
         if s.crop == "rrc":
-            crop_box = _rrc_boxes(n, height, width, s.scale, s.ratio, generator)
+            crop_box = rrc_boxes(n, height, width, s.scale, s.ratio, generator)
         elif s.crop == "translate":
             shift = torch.floor(_uniform(generator, (n, 2)) * (2 * s.translate + 1))
             crop_box = torch.cat([shift, torch.tensor([[height, width]]).expand(n, 2)], 1).long()
@@ -234,7 +234,7 @@ def _first_fit(fits: Tensor, *values: Tensor) -> list[Tensor]:
     return [v.gather(1, first).squeeze(1) for v in values]
 
 
-def _rrc_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+def rrc_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
                generator: torch.Generator) -> Tensor:
     """torchvision's RandomResizedCrop.get_params for n images at once -> (n, 4) int64 top, left, height, width."""
     area = _uniform(generator, (n, _TRIES), scale[0], scale[1]) * (height * width)

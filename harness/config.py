@@ -47,7 +47,9 @@ class DataConfig:
     root: str | None = None         # where the dataset's files are (None: the dataset's default place)
     image_size: int | None = None   # resize to this side (None: the dataset's own size)
     loader: Literal["auto", "device", "dataloader"] = "auto"  # auto: keep the data on the device when it fits
-    num_workers: int = 4            # DataLoader path only
+    num_workers: int = 4            # DataLoader path only: worker processes per rank (torch's DataLoader name)
+    prefetch_factor: int = 2        # DataLoader path with workers: batches each worker prepares ahead (torch's default)
+    decode: Literal["host", "device"] = "host"  # imagefolder only: JPEGs decoded by the workers, or on the device
     train_limit: int | None = None  # use only N training images (drawn with data_seed, after the validation split)
     val_fraction: float = 0.1       # held out of the training split, stratified, for every selection (0: none)
     data_seed: int = 0              # fixes the validation split and train_limit: the same for every cell of a study
@@ -57,6 +59,7 @@ class DataConfig:
         check(self.image_size is None or self.image_size >= 1, "image_size", "must be >= 1")
         check(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be >= 1")
         check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        check(self.prefetch_factor >= 1, "prefetch_factor", f"must be >= 1, got {self.prefetch_factor}")
         check(0.0 <= self.val_fraction < 1.0, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
 

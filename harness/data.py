@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 
 from .augment import AugmentSpec, BatchAugment, BatchMix, MixSpec, normalize
 from .config import DataConfig, RecipeConfig
-from .datasets import Dataset, Geometry, create_dataset, holdout
+from .datasets import Dataset, Geometry, Split, create_dataset, holdout
+from .schema import ConfigError
+from .sharding import ShardedBatches
+
+if TYPE_CHECKING:
+    from .device_decode import DeviceDecode
 
 Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -118,34 +123,57 @@ class ArrayDataset(torch.utils.data.Dataset):
 
 
 class HostLoader:
-    """A DataLoader over per-image CPU transforms; batches are moved to the device and mixed there."""
+    """A DataLoader over per-image CPU transforms; batches are moved to the device and mixed there.
+
+    `batch_size` is the global batch; rank `rank` of `world` data-parallel processes loads its slice of each
+    (`harness.sharding`), while `size` and `num_samples` stay global counts. With `decode` (a `DeviceDecode`) the
+    dataset yields encoded JPEG bytes, and each batch is decoded and augmented on the device instead.
+
+    The one state (`state_dict`) is a CPU generator shared by every rank: each pass draws the order from it, and a seed
+    for this rank's own draws (mixing, augmentation on the device), so it advances alike on every rank and for any
+    number of ranks, and a run saved on two ranks resumes on one.
+    """
 
     def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, train: bool, device: torch.device,
                  num_workers: int, mix: BatchMix | None = None, seed: int = 0,
-                 layout: torch.memory_format = torch.contiguous_format):
+                 layout: torch.memory_format = torch.contiguous_format, prefetch_factor: int = 2,
+                 decode: DeviceDecode | None = None, rank: int = 0, world: int = 1):
         self.generator = torch.Generator().manual_seed(seed)
+        sampler = ShardedBatches(len(dataset), batch_size, train, self.generator, rank, world)  # type: ignore[arg-type]
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0, generator=self.generator)
+            dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers else None,
+            collate_fn=collate_encoded if decode is not None else None,
+            generator=torch.Generator().manual_seed(rank_seed(seed, rank)))  # workers' transforms: a stream per rank
         self.batch_size, self.device, self.mix, self.layout, self.train = batch_size, device, mix, layout, train
+        self.decode, self.rank = decode, rank
 
     def __len__(self) -> int:
+        """Batches this rank loads per pass (in training, the same on every rank)."""
         return len(self.loader)
 
     @property
     def size(self) -> int:
-        return len(self.loader.dataset)
+        """Images in the split (all ranks together)."""
+        return len(self.loader.dataset)  # type: ignore[arg-type]
 
     @property
     def num_samples(self) -> int:
+        """Images seen per pass by all ranks together (training drops the last partial batch)."""
         return len(self) * self.batch_size if self.train else self.size
 
     def __iter__(self) -> Iterator[Batch]:
+        local = torch.Generator().manual_seed(rank_seed(int(torch.randint(2**62, (), generator=self.generator)),
+                                                        self.rank)) if self.train else None
         for x, y in self.loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            if self.decode is not None:
+                x = self.decode(split_encoded(x), local)
+            else:
+                x = x.to(self.device, non_blocking=True)
             soft = None
-            if self.mix is not None:
-                x, soft = self.mix(x, y, self.generator)
+            if self.mix is not None and local is not None:
+                x, soft = self.mix(x, y, local)
             yield x.contiguous(memory_format=self.layout), y, soft
 
     def state_dict(self) -> dict[str, Any]:
@@ -153,6 +181,42 @@ class HostLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed of its own for each (seed, rank) pair (numpy's SeedSequence: no two pairs collide as seed + rank do)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def collate_encoded(batch: list[tuple[torch.Tensor, int]]) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """((the batch's files end to end, their lengths), labels): one tensor to pass between processes, not one per
+    file (a worker sharing dozens of small tensors runs out of file descriptors)."""
+    files = [data for data, _ in batch]
+    return (torch.cat(files), torch.tensor([len(f) for f in files])), torch.tensor([label for _, label in batch])
+
+
+def split_encoded(files: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+    """`collate_encoded`'s files, one tensor each again."""
+    data, lengths = files
+    return list(data.split(lengths.tolist()))
+
+
+def posterize_zero_bits(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
+    """timm's posterize op, also for 0 bits kept: a black image, as Pillow gave before version 13 (which raises).
+    timm's PosterizeIncreasing keeps 4 - int(level * 0.4) bits, 0 at magnitude 10, which rand-m9-mstd0.5 reaches."""
+    from PIL import Image
+    from timm.data import auto_augment
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def patch_timm_posterize() -> None:
+    """Point timm's RandAugment posterize ops at `posterize_zero_bits` (before its transforms are built: each op keeps
+    the function it was built with, by name, so worker processes get it too)."""
+    from timm.data import auto_augment
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = posterize_zero_bits
 
 
 def host_transform(recipe: RecipeConfig | None, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
@@ -177,6 +241,7 @@ def host_transform(recipe: RecipeConfig | None, size: int, mean: tuple[float, ..
                           T.ColorJitter(j, j, j), T.ToTensor(), T.Normalize(mean, std),
                           RandomErasing(recipe.reprob, mode="pixel", device="cpu")])  # the device path's erasing
     aa = f"rand-m{m:g}-n{n}-mstd{recipe.randaugment_mstd:g}-p{prob:g}-inc1" if n else None
+    patch_timm_posterize()
     return create_transform(size, is_training=True, scale=scale, hflip=recipe.hflip, auto_augment=aa,
                             color_jitter=recipe.color_jitter or None, re_prob=recipe.reprob, re_mode="pixel",
                             mean=mean, std=std)
@@ -229,9 +294,11 @@ def split_training(labels: np.ndarray, data: DataConfig) -> tuple[np.ndarray, np
     return train, val
 
 
-def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, seed: int) -> Loaders:
+def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, seed: int, rank: int = 0,
+                  world: int = 1) -> Loaders:
     """The run's train, validation and test batches; their `layout` (memory format) may be set once the model's is
-    chosen. Validation and test are evaluated alike (no augmentation, every image)."""
+    chosen. Validation and test are evaluated alike (no augmentation, every image). `rank` of `world` data-parallel
+    processes: the DataLoader path loads this rank's slice of every global batch (`recipe.batch_size`)."""
     dataset = open_dataset(data)
     geometry = dataset.geometry()
     size = data.image_size or geometry.image_size
@@ -239,6 +306,9 @@ def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, 
     mix = mix_spec(recipe)
     batch_mix = BatchMix(mix, geometry.num_classes) if mix else None
     eval_batch = max(recipe.batch_size, 1024)
+    if data.decode == "device" and dataset.in_memory:
+        raise ConfigError(f"data.decode: device decodes the JPEG files of an imagefolder dataset; {data.dataset!r} "
+                          f"is decoded once into memory (valid here: host)")
 
     if dataset.in_memory:
         (xall, yall), (xte, yte) = dataset.load("train"), dataset.load("test")
@@ -257,17 +327,39 @@ def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, 
         train_set = ArrayDataset(xtr, ytr, host_transform(recipe, size, mean, std))
         val_set = ArrayDataset(xva, yva, host_transform(None, size, mean, std)) if len(yva) else None
         test_set = ArrayDataset(xte, yte, host_transform(None, size, mean, std))
+        train_decode = eval_decode = None
     else:
-        from torchvision.datasets import ImageFolder
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        folder = str(dataset.folder("train"))
-        train_set = ImageFolder(folder, host_transform(recipe, size, mean, std))
-        train_idx, val_idx = split_training(np.asarray(train_set.targets), data)
-        val_set = (torch.utils.data.Subset(ImageFolder(folder, host_transform(None, size, mean, std)), val_idx)
-                   if len(val_idx) else None)
-        train_set = torch.utils.data.Subset(train_set, train_idx)
-        test_set = ImageFolder(str(dataset.folder("test")), host_transform(None, size, mean, std))
-    train = HostLoader(train_set, recipe.batch_size, True, device, data.num_workers, batch_mix, seed)
-    val = HostLoader(val_set, eval_batch, False, device, data.num_workers) if val_set is not None else None
-    test = HostLoader(test_set, eval_batch, False, device, data.num_workers)
+        train_set, val_set, test_set, train_decode, eval_decode = _image_folders(dataset, data, recipe, size, device)
+    host = dict(device=device, num_workers=data.num_workers, prefetch_factor=data.prefetch_factor, rank=rank,
+                world=world)
+    train = HostLoader(train_set, recipe.batch_size, True, mix=batch_mix, seed=seed, decode=train_decode, **host)
+    val = HostLoader(val_set, eval_batch, False, decode=eval_decode, **host) if val_set is not None else None
+    test = HostLoader(test_set, eval_batch, False, decode=eval_decode, **host)
     return Loaders(train, val, test, geometry, "dataloader")
+
+
+def _image_folders(dataset: Dataset, data: DataConfig, recipe: RecipeConfig, size: int, device: torch.device) -> tuple[
+        Any, Any, Any, DeviceDecode | None, DeviceDecode | None]:
+    """(train, validation or None, test) torchvision ImageFolders of an `imagefolder` dataset, and the train and eval
+    `DeviceDecode` when JPEGs are decoded on the device (the folders then yield each file's bytes, undecoded)."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.io import read_file
+
+    from .device_decode import DeviceDecode
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    on_device = data.decode == "device"
+
+    def folder(split: Split, train_recipe: RecipeConfig | None) -> ImageFolder:
+        if on_device:
+            return ImageFolder(str(dataset.folder(split)), loader=read_file)  # type: ignore[attr-defined]
+        return ImageFolder(str(dataset.folder(split)), host_transform(train_recipe, size, mean, std))  # type: ignore[attr-defined]
+
+    train_all = folder("train", recipe)
+    train_idx, val_idx = split_training(np.asarray(train_all.targets), data)
+    val_set = torch.utils.data.Subset(folder("train", None), val_idx.tolist()) if len(val_idx) else None
+    train_set = torch.utils.data.Subset(train_all, train_idx.tolist())
+    test_set = folder("test", None)
+    if not on_device:
+        return train_set, val_set, test_set, None, None
+    return (train_set, val_set, test_set, DeviceDecode(device, size, mean, std, augment_spec(recipe, mean, std)),
+            DeviceDecode(device, size, mean, std))

@@ -18,9 +18,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         label_smoothing=0.0, crop="rrc", scale=(1.0, 1.0), hflip=0.5, randaugment_ops="torchvision",
         randaugment_n=2, randaugment_m=12, randaugment_mstd=0.0, randaugment_prob=1.0, color_jitter=0.0, reprob=0.0,
     ),
-    # locuslab/convmixer ImageNet command (timm train.py): "exactly the settings we used", 10 GPUs x batch 64.
+    # locuslab/convmixer ImageNet command (timm train.py): "exactly the settings we used", 10 GPUs x `-b 64`, so the
+    # global batch is 640 (batch_size is the global batch; data-parallel ranks take a slice each). `--lr .01` is the
+    # peak learning rate as given: the timm train.py of that command used --lr unscaled (scaling by batch size came
+    # later, as --lr-base), so 0.01 belongs to the global batch of 640; 150 epochs for 1536/20, 300 for 768/32.
     "convmixer_imagenet": dict(
-        epochs=150, batch_size=64, optimizer="adamw", lr=0.01, opt_eps=1e-3, weight_decay=2e-5,
+        epochs=150, batch_size=640, optimizer="adamw", lr=0.01, opt_eps=1e-3, weight_decay=2e-5,
         schedule="onecycle", label_smoothing=0.1, clip_grad=1.0, crop="rrc", scale=(0.08, 1.0), hflip=0.5,
         randaugment_ops="timm", randaugment_n=2, randaugment_m=9.0, randaugment_mstd=0.5, randaugment_prob=0.5,
         reprob=0.25, mixup=0.5, cutmix=0.5,
