@@ -25,6 +25,11 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CHUNK_BYTES = 64 << 20  # augmented images a DeviceLoader prepares at once
 
 
+def rank_slice(n: int, rank: int, world: int) -> slice:
+    """Rank `rank`'s contiguous share of `n` items split as evenly as they go (equal shares when `world` divides n)."""
+    return slice(rank * n // world, (rank + 1) * n // world)
+
+
 def augment_spec(recipe: RecipeConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> AugmentSpec:
     return AugmentSpec(crop=recipe.crop, scale=recipe.scale, translate=recipe.translate, hflip=recipe.hflip,
                        randaugment_n=recipe.randaugment_n, randaugment_m=recipe.randaugment_m,
@@ -44,12 +49,20 @@ class DeviceLoader:
 
     Every random draw comes from one CPU generator seeded by the run, whose state is saved with each checkpoint, so
     a resumed run sees the same batches as an uninterrupted one.
+
+    Data-parallel (`world` > 1): `batch_size` is the global batch. Every rank draws the same order and the same
+    augmentation of each global batch from the same generator, then trains on its own slice of it, so the batches,
+    their augmentation and the generator's state are those of a single process at any world size (a run resumes
+    on more or fewer ranks unchanged). The price is that each rank augments the whole global batch: cheap next to a
+    training step on the device path's small images.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, out_size: int,
                  mean: tuple[float, ...], std: tuple[float, ...], augment: BatchAugment | None = None,
-                 mix: BatchMix | None = None, seed: int = 0, layout: torch.memory_format = torch.contiguous_format):
+                 mix: BatchMix | None = None, seed: int = 0, layout: torch.memory_format = torch.contiguous_format,
+                 rank: int = 0, world: int = 1):
         self.images, self.labels = images, labels
+        self.rank, self.world = rank, world
         self.batch_size, self.out_size, self.mean, self.std = batch_size, out_size, mean, std
         self.augment, self.mix, self.layout = augment, mix, layout
         self.train = augment is not None
@@ -92,7 +105,8 @@ class DeviceLoader:
                 if self.mix is not None:
                     x, soft = self.mix(x, y, self.generator)
                     x = x.contiguous(memory_format=self.layout)
-                yield x, y, soft
+                mine = rank_slice(len(y), self.rank, self.world)
+                yield x[mine], y[mine], soft[mine] if soft is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -229,9 +243,11 @@ def split_training(labels: np.ndarray, data: DataConfig) -> tuple[np.ndarray, np
     return train, val
 
 
-def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, seed: int) -> Loaders:
+def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, seed: int, rank: int = 0,
+                  world: int = 1) -> Loaders:
     """The run's train, validation and test batches; their `layout` (memory format) may be set once the model's is
-    chosen. Validation and test are evaluated alike (no augmentation, every image)."""
+    chosen. Validation and test are evaluated alike (no augmentation, every image). With `world` ranks each yields
+    rank `rank`'s share of every (global) batch; sizes and sample counts stay global."""
     dataset = open_dataset(data)
     geometry = dataset.geometry()
     size = data.image_size or geometry.image_size
@@ -250,9 +266,11 @@ def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, 
         if use_device:
             put = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
             augment = BatchAugment(augment_spec(recipe, mean, std), size)
-            train = DeviceLoader(put(xtr), put(ytr), recipe.batch_size, size, mean, std, augment, batch_mix, seed)
-            val = DeviceLoader(put(xva), put(yva), eval_batch, size, mean, std) if len(yva) else None
-            test = DeviceLoader(put(xte), put(yte), eval_batch, size, mean, std)
+            shard = {"rank": rank, "world": world}
+            train = DeviceLoader(put(xtr), put(ytr), recipe.batch_size, size, mean, std, augment, batch_mix, seed,
+                                 **shard)
+            val = DeviceLoader(put(xva), put(yva), eval_batch, size, mean, std, **shard) if len(yva) else None
+            test = DeviceLoader(put(xte), put(yte), eval_batch, size, mean, std, **shard)
             return Loaders(train, val, test, geometry, "device")
         train_set = ArrayDataset(xtr, ytr, host_transform(recipe, size, mean, std))
         val_set = ArrayDataset(xva, yva, host_transform(None, size, mean, std)) if len(yva) else None
