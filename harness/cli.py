@@ -40,9 +40,9 @@ def _main(argv: list[str]) -> int:
     out = args.out or Path("results") / "runs" / cfg.run_id
     check_output_folder(out, "--out" if args.out else "the run directory")
 
-    from .distributed import World
     from .train import in_world, train
     from .validate import check_run
+    from .world import World
     world = World.from_env()  # under torchrun: this process's rank; several processes train one run
     cfg = in_world(cfg, world)
     check_run(cfg, file or "config")

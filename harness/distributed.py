@@ -1,60 +1,29 @@
-"""Data-parallel training across processes: who this process is (`World`), the process group, and the collectives
-the harness needs (sums of metrics, one decision broadcast from rank 0, BatchNorm over the global batch).
+"""Data-parallel training across processes: the process group, and the collectives the harness needs (sums of
+metrics, one decision broadcast from rank 0, BatchNorm over the global batch). NCCL on GPUs, gloo on CPUs.
 
-A world of one is the default and costs nothing: no process group, every collective a no-op. Ranks and the
-rendezvous come from the environment torchrun and submitit's `TorchDistributedEnvironment` both set (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). NCCL on GPUs, gloo on CPUs.
+A world of one (harness/world.py) is the default and costs nothing: no process group, every collective a no-op.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
-import os
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .world import World
+
 # how long a rank waits for the others in one collective before giving up (a lost peer ends the run, never hangs it)
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 
 
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: the one that holds the run's lock and writes its files."""
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> World:
-        env = os.environ
-        if int(env.get("WORLD_SIZE", "1")) <= 1:
-            return SOLO
-        return cls(rank=int(env["RANK"]), size=int(env["WORLD_SIZE"]), local_rank=int(env.get("LOCAL_RANK", "0")),
-                   master_addr=env["MASTER_ADDR"], master_port=int(env["MASTER_PORT"]))
-
-    def env(self) -> dict[str, str]:
-        """This rank's environment variables (how a launcher tells a process who it is)."""
-        return {"RANK": str(self.rank), "WORLD_SIZE": str(self.size), "LOCAL_RANK": str(self.local_rank),
-                "MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port)}
-
-
-SOLO = World()
-
-
 def device_of(world: World, device: torch.device) -> torch.device:
-    """Each rank's own GPU (cuda:LOCAL_RANK) when training on GPUs; the CPU is shared."""
+    """Each rank's own GPU when training on GPUs: cuda:LOCAL_RANK among the node's GPUs, or the one GPU a scheduler
+    bound the process to; the CPU is shared."""
     if device.type == "cuda" and world.size > 1 and device.index is None:
-        return torch.device("cuda", world.local_rank)
+        return torch.device("cuda", world.local_rank if torch.cuda.device_count() > world.local_rank else 0)
     return device
 
 
@@ -131,6 +100,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed._functional_collectives import all_reduce  # differentiable (torch >= 2.6)
         dims, world = (0, 2, 3), dist.group.WORLD
+        assert world is not None
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         total = all_reduce(torch.cat([x.sum(dims), count]), "sum", world)
         n, mean = total[-1], total[:-1] / total[-1]

@@ -27,8 +27,6 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import build_loaders
 from .distributed import (
-    SOLO,
-    World,
     average_batchnorm_buffers,
     broadcast,
     device_of,
@@ -47,6 +45,7 @@ from .schema import ConfigError
 from .status import Status
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
 from .tracking import Trackers
+from .world import SOLO, World
 
 
 def build_model(cfg: RunConfig, in_chans: int, num_classes: int, img_size: int) -> MixerNet:
