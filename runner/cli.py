@@ -107,10 +107,12 @@ def _cost_line(estimates: dict[str, Estimate], statuses: list[CellStatus], devic
 def print_dry_run(spec: StudySpec, statuses: list[CellStatus], todo: list[CellStatus]) -> None:
     will_run = {s.cell.run_id for s in todo}
     estimates, device = estimate(statuses, allow_probe=True)
-    rows = [[s.cell.run_id, *_cell_columns(spec, s.cell), s.status.value,
+    r = spec.run  # what each cell takes: its processes (data-parallel ranks), GPUs and nodes
+    takes = [str(r.world_size), str(r.gpus_per_cell), str(r.nodes)]
+    rows = [[s.cell.run_id, *_cell_columns(spec, s.cell), *takes, s.status.value,
              "submit" if s.cell.run_id in will_run else "skip", hours(estimates[s.cell.run_id].seconds)]
             for s in statuses]
-    print(_table(rows, ["run id", *spec.axes, "seed", "status", "action", "est. h"]))
+    print(_table(rows, ["run id", *spec.axes, "seed", "processes", "GPUs", "nodes", "status", "action", "est. h"]))
     submitted = [s for s in statuses if s.cell.run_id in will_run]
     print(f"\n{counts(statuses)}; {len(todo)} would be submitted")
     print(f"{_cost_line(estimates, statuses, device)}; the {len(submitted)} to submit: "
