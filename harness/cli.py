@@ -2,6 +2,7 @@
 
     mixer-train                                   # the embedded default: ConvMixer-256/8 on digits, CPU or GPU
     mixer-train run.yaml recipe.epochs=5 model.mixer=pool --out results/my-run
+    torchrun --nproc-per-node 2 -m harness.cli run.yaml   # one run on 2 processes (data-parallel; rank 0 writes)
 
 Exit codes (harness/errors.py): 0 done; 1 the run failed or diverged (the cause, and where it is recorded); 2 a mistake
 in the config or the arguments (nothing written); 130 interrupted (resumable from the last epoch checkpoint).
