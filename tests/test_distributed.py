@@ -6,13 +6,15 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from conftest import TINY_BASE, run_study, wait_until, write_study
+from conftest import ROOT, TINY_BASE, run_study, wait_until, write_study
 from test_ledger import check_ledger, runs, start_runner, state
 
 from harness.config import RunConfig, resolve
@@ -217,3 +219,16 @@ def test_a_cell_without_synchronised_batchnorm_is_another_cell_per_world_size(tm
     assert expand(load_spec(one_process))[0].run_id != run.name  # each rank's BatchNorm saw 32 images, not 64
     result = json.loads((run / "result.json").read_text())
     assert result["distributed"]["per_rank_batch"] == 32 and result["distributed"]["sync_bn"] is False
+
+
+def test_mixer_train_runs_one_run_on_two_processes_under_torchrun(tmp_path):
+    overrides = ["model.dim=16", "model.depth=1", "recipe.epochs=1", "recipe.batch_size=64", "bench.enabled=false",
+                 "bench.erf=false", "system.device=cpu", "system.threads=1", "--no-progress", "--out",
+                 str(tmp_path / "run")]
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "harness.cli",
+                        *overrides], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("mixer-train: run ") == 1 and "on 2 processes" in p.stdout, p.stdout  # rank 0 reports
+    assert p.stdout.count("done: test top-1") == 1, p.stdout
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["distributed"]["world_size"] == 2 and result["status"] == "done"
