@@ -147,6 +147,7 @@ def reference_run(run: Path, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_two_process_cell_matches_one_process_and_only_rank_0_writes(tmp_path):
     path = write_study(tmp_path, base=DP_BASE, grid={"model.mixer": ["dwconv"]}, run={"tasks_per_node": 2})
     dry = run_study(str(path), "--dry-run")
@@ -168,6 +169,7 @@ def test_a_two_process_cell_matches_one_process_and_only_rank_0_writes(tmp_path)
     assert rank_processes(run) == []
 
 
+@pytest.mark.slow
 def test_a_cell_stopped_at_two_processes_resumes_at_one_or_two_with_the_same_result(tmp_path):
     base = {**DP_BASE, "recipe": {**DP_BASE["recipe"], "epochs": 12}}
     first = tmp_path / "first"
@@ -206,6 +208,7 @@ def test_a_cell_stopped_at_two_processes_resumes_at_one_or_two_with_the_same_res
         assert_same_training(next(iter(runs(folder).values())), reference)
 
 
+@pytest.mark.slow
 def test_a_cell_without_synchronised_batchnorm_is_another_cell_per_world_size(tmp_path):
     base = {**DP_BASE, "system": {**DP_BASE["system"], "sync_bn": False}, "recipe": {**DP_BASE["recipe"], "epochs": 1}}
     path = write_study(tmp_path, base=base, grid={"model.mixer": ["dwconv"]}, run={"tasks_per_node": 2})
@@ -221,6 +224,7 @@ def test_a_cell_without_synchronised_batchnorm_is_another_cell_per_world_size(tm
     assert result["distributed"]["per_rank_batch"] == 32 and result["distributed"]["sync_bn"] is False
 
 
+@pytest.mark.slow
 def test_mixer_train_runs_one_run_on_two_processes_under_torchrun(tmp_path):
     overrides = ["model.dim=16", "model.depth=1", "recipe.epochs=1", "recipe.batch_size=64", "bench.enabled=false",
                  "bench.erf=false", "system.device=cpu", "system.threads=1", "--no-progress", "--out",
