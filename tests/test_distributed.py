@@ -236,3 +236,27 @@ def test_mixer_train_runs_one_run_on_two_processes_under_torchrun(tmp_path):
     assert p.stdout.count("done: test top-1") == 1, p.stdout
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["distributed"]["world_size"] == 2 and result["status"] == "done"
+
+
+@pytest.mark.slow
+def test_a_rank_killed_fails_its_cell_at_once_and_the_rerun_resumes_it(tmp_path):
+    base = {**DP_BASE, "recipe": {**DP_BASE["recipe"], "epochs": 30}}
+    path = write_study(tmp_path, base=base, grid={"model.mixer": ["dwconv"]}, run={"tasks_per_node": 2})
+    runner = start_runner(path)
+    wait_until(lambda: runs(tmp_path) and (state(next(iter(runs(tmp_path).values()))).get("last_epoch") or 0) >= 1,
+               240, "the checkpoint after epoch 1", runner)
+    (run,) = runs(tmp_path).values()
+    (follower,) = rank_processes(run)
+    os.kill(follower, signal.SIGKILL)  # the kernel's OOM killer, say: rank 0 learns from gloo's broken connection
+    out = runner.communicate(timeout=120)[0]
+    assert runner.returncode == 1 and "1 cells failed" in out, out
+    s = state(run)
+    assert s["status"] == "failed" and s["attempts"] == 1 and s["failures"] == 1, s
+    assert "Connection" in s["error"] or "connection" in s["error"], s["error"][-500:]
+    assert rank_processes(run) == []
+    again = run_study(str(path))
+    assert again.returncode == 0, again.stdout + again.stderr
+    check_ledger(tmp_path, 30)
+    s = state(run)
+    first, second = s["attempts_log"]
+    assert first["why"] == "failed" and second["first_epoch"] == first["last_epoch"] + 1
