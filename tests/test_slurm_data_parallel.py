@@ -3,12 +3,13 @@ submitit's job environment, matching the single-process run of the same cell."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
-from conftest import run_study
+from conftest import run_study, wait_until
 from test_distributed import DP_BASE, assert_same_training, rank_processes, reference_run
 from test_ledger import check_ledger, runs, state
-from test_slurm import SLURM, slurm_study
+from test_slurm import SLOW_BASE, SLURM, checkpoint_epoch, popen_study, slurm_study
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
@@ -30,3 +31,23 @@ def test_a_two_task_job_trains_one_cell_like_one_process(tmp_path):
     assert [line.split()[1] for line in log.splitlines() if line.startswith("epoch")] == ["0", "1", "2"], log
     assert_same_training(run, reference_run(run, tmp_path / "reference"))
     assert rank_processes(run) == []
+
+
+def test_a_preempted_two_task_cell_resumes_to_the_single_process_result(tmp_path):
+    # the cell's 2 tasks take both CPUs, so a job in the higher-priority `urgent` partition must preempt it
+    path = slurm_study(tmp_path, "tiny", run={"tasks_per_node": 2, "mem_gb": 2}, base=SLOW_BASE,
+                       grid={"model.mixer": ["dwconv"]})
+    runner = popen_study(str(path), "--wait")
+    wait_until(lambda: any(checkpoint_epoch(r) >= 2 for r in runs(tmp_path).values()), 300,
+               "the checkpoint after epoch 2", runner)
+    subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=100M", "-o", "/dev/null", "--wrap",
+                    "true"], capture_output=True, text=True, check=True)
+    out = runner.communicate(timeout=600)[0]
+    assert runner.returncode == 0, out
+    check_ledger(tmp_path, SLOW_BASE["recipe"]["epochs"])
+    (run,) = runs(tmp_path).values()
+    s = state(run)
+    first, second = s["attempts_log"]  # rank 0 requeued the job; the other rank left without a word
+    assert first["why"] == "preempted" and s["failures"] == 0 and second["first_epoch"] == first["last_epoch"] + 1
+    assert json.loads((run / "result.json").read_text())["distributed"]["world_size"] == 2
+    assert_same_training(run, reference_run(run, tmp_path / "reference"))
