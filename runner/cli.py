@@ -129,12 +129,12 @@ def print_status(spec: StudySpec, statuses: list[CellStatus], source: str) -> No
         rows.append([s.cell.run_id, *_cell_columns(spec, s.cell), status, str(s.attempts),
                      ",".join(s.job_ids[-2:]), "" if epoch is None else str(epoch),
                      "" if top1 is None else f"{top1:.2f}", hours(estimates[s.cell.run_id].seconds),
-                     hours(spent_seconds(s.state)), s.note or ""])
+                     hours(spent_seconds(s.state, s.cell.config.system.world_size)), s.note or ""])
     print(_table(rows, ["run id", *spec.axes, "seed", "status", "attempts", "job ids", "last epoch", "test top1",
                         "est. h", "spent h", "now"]))
     print(f"\n{counts(statuses)}")
     print(f"{_cost_line(estimates, statuses, device)}; spent so far: "
-          f"{hours(sum(spent_seconds(s.state) for s in statuses))} h")
+          f"{hours(sum(spent_seconds(s.state, s.cell.config.system.world_size) for s in statuses))} h")
     versions = code_versions(statuses)
     if len(versions) > 1 or any(s.stale(source) for s in statuses):
         print("finished cells by code version (current source: " + source + "): "
