@@ -240,7 +240,7 @@ def test_mixer_train_runs_one_run_on_two_processes_under_torchrun(tmp_path):
 
 @pytest.mark.slow
 def test_a_rank_killed_fails_its_cell_at_once_and_the_rerun_resumes_it(tmp_path):
-    base = {**DP_BASE, "recipe": {**DP_BASE["recipe"], "epochs": 30}}
+    base = {**DP_BASE, "recipe": {**DP_BASE["recipe"], "epochs": 12}}
     path = write_study(tmp_path, base=base, grid={"model.mixer": ["dwconv"]}, run={"tasks_per_node": 2})
     runner = start_runner(path)
     wait_until(lambda: runs(tmp_path) and (state(next(iter(runs(tmp_path).values()))).get("last_epoch") or 0) >= 1,
@@ -256,7 +256,7 @@ def test_a_rank_killed_fails_its_cell_at_once_and_the_rerun_resumes_it(tmp_path)
     assert rank_processes(run) == []
     again = run_study(str(path))
     assert again.returncode == 0, again.stdout + again.stderr
-    check_ledger(tmp_path, 30)
+    check_ledger(tmp_path, 12)
     s = state(run)
     first, second = s["attempts_log"]
     assert first["why"] == "failed" and second["first_epoch"] == first["last_epoch"] + 1
