@@ -2,6 +2,7 @@
 
     mixer-train                                   # the embedded default: ConvMixer-256/8 on digits, CPU or GPU
     mixer-train run.yaml recipe.epochs=5 model.mixer=pool --out results/my-run
+    torchrun --nproc-per-node 2 -m harness.cli run.yaml   # one run on 2 processes (data-parallel; rank 0 writes)
 
 Exit codes (harness/errors.py): 0 done; 1 the run failed or diverged (the cause, and where it is recorded); 2 a mistake
 in the config or the arguments (nothing written); 130 interrupted (resumable from the last epoch checkpoint).
@@ -40,18 +41,25 @@ def _main(argv: list[str]) -> int:
     out = args.out or Path("results") / "runs" / cfg.run_id
     check_output_folder(out, "--out" if args.out else "the run directory")
 
-    from .train import train
+    from .train import in_world, train
     from .validate import check_run
+    from .world import World
+    world = World.from_env()  # under torchrun: this process's rank; several processes train one run
+    cfg = in_world(cfg, world)
     check_run(cfg, file or "config")
-    print(f"mixer-train: run {cfg.run_id} -> {out}", flush=True)
+    if world.main:
+        print(f"mixer-train: run {cfg.run_id} -> {out}" + (f" on {world.size} processes" if world.size > 1 else ""),
+              flush=True)
     try:
-        result = train(cfg, out, progress=not args.no_progress and sys.stderr.isatty(),
-                       log=lambda line: print(line, flush=True))
+        result = train(cfg, out, progress=not args.no_progress and sys.stderr.isatty() and world.main,
+                       log=lambda line: print(line, flush=True), world=world)
     except (ConfigError, KeyboardInterrupt):
         raise
     except Exception as e:  # recorded in the run directory by train(); here one line and where to look
         raise RunFailed(f"run {cfg.run_id} failed: {type(e).__name__}: {e}; its traceback is recorded in "
                         f"{out / 'result.json'} (reason)") from e
+    if not world.main:  # rank 0 reports
+        return 0
     m, t = result["metrics"], result["throughput"] or {}
     accuracy = f"{_test_accuracy(m, result.get('data') or {})} after {m['epochs']} epochs; " if m["epochs"] else ""
     print(f"{result['status']}: {accuracy}{result['model']['params'] / 1e6:.3f}M params; inference "

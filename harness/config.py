@@ -130,10 +130,17 @@ class SystemConfig:
     threads: int | None = None      # CPU threads (None: torch's default, or SLURM's cpus-per-task)
     checkpoint: bool = True         # a checkpoint after every epoch, to resume from
     tracking: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # harness/tracking.py; not in run id
+    # Data parallelism: processes the cell trains on (a study sets it from run.nodes x run.tasks_per_node; mixer-train
+    # from torchrun's WORLD_SIZE), and whether BatchNorm normalises over the global batch rather than each rank's
+    # share. With sync_bn the result does not depend on the world size, which then stays out of the run id (a cell
+    # resumes at any world size); without it, each rank's batch is part of what is computed and of the run id.
+    world_size: int = 1
+    sync_bn: bool = True
 
     def __post_init__(self) -> None:
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
               f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check(self.world_size >= 1, "world_size", f"must be >= 1, got {self.world_size}")
         check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or null, got {self.threads}")
         for i, sink in enumerate(self.tracking):
             check(importlib.util.find_spec(sink) is not None, f"tracking[{i}]",
@@ -168,18 +175,36 @@ class RunConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        world, batch = self.system.world_size, self.recipe.batch_size
+        check(batch % world == 0, "recipe.batch_size", f"{batch} is the global batch, split evenly over "
+              f"system.world_size {world} processes: it must be a multiple of {world}")
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
+    @property
+    def per_rank_batch(self) -> int:
+        return self.recipe.batch_size // self.system.world_size
+
+    @property
+    def world_matters(self) -> bool:
+        """Whether the number of processes changes what is computed: only when each rank's BatchNorm sees its own
+        share of the batch."""
+        return self.system.world_size > 1 and not self.system.sync_bn
+
     @functools.cached_property
     def run_id(self) -> str:
-        """The hash of what is computed: where metrics are also sent (system.tracking) is left out."""
+        """The hash of what is computed: where metrics are also sent (system.tracking) is left out, and so is the
+        world size (with sync_bn) where it changes nothing."""
         resolved = self.to_dict()
-        resolved["system"] = {k: v for k, v in resolved["system"].items() if k not in NOT_IDENTITY}
+        ignored = NOT_IDENTITY if self.world_matters else (*NOT_IDENTITY, *WORLD)
+        resolved["system"] = {k: v for k, v in resolved["system"].items() if k not in ignored}
         return run_id(resolved)
 
 
-NOT_IDENTITY = ("tracking",)  # system fields that do not change what a run computes
+NOT_IDENTITY = ("tracking",)     # system fields that never change what a run computes
+WORLD = ("world_size", "sync_bn")  # system fields that change it only when `world_matters`
 
 
 def expand_recipe(raw: Any, path: str = "recipe") -> dict[str, Any]:

@@ -20,7 +20,7 @@ from .augment import AugmentSpec, BatchAugment, BatchMix, MixSpec, normalize
 from .config import DataConfig, RecipeConfig
 from .datasets import Dataset, Geometry, Split, create_dataset, holdout
 from .schema import ConfigError
-from .sharding import ShardedBatches
+from .sharding import ShardedBatches, rank_slice
 
 if TYPE_CHECKING:
     from .device_decode import DeviceDecode
@@ -49,12 +49,20 @@ class DeviceLoader:
 
     Every random draw comes from one CPU generator seeded by the run, whose state is saved with each checkpoint, so
     a resumed run sees the same batches as an uninterrupted one.
+
+    Data-parallel (`world` > 1): `batch_size` is the global batch. Every rank draws the same order and the same
+    augmentation of each global batch from the same generator, then trains on its own slice of it, so the batches,
+    their augmentation and the generator's state are those of a single process at any world size (a run resumes
+    on more or fewer ranks unchanged). The price is that each rank augments the whole global batch: cheap next to a
+    training step on the device path's small images.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, out_size: int,
                  mean: tuple[float, ...], std: tuple[float, ...], augment: BatchAugment | None = None,
-                 mix: BatchMix | None = None, seed: int = 0, layout: torch.memory_format = torch.contiguous_format):
+                 mix: BatchMix | None = None, seed: int = 0, layout: torch.memory_format = torch.contiguous_format,
+                 rank: int = 0, world: int = 1):
         self.images, self.labels = images, labels
+        self.rank, self.world = rank, world
         self.batch_size, self.out_size, self.mean, self.std = batch_size, out_size, mean, std
         self.augment, self.mix, self.layout = augment, mix, layout
         self.train = augment is not None
@@ -97,7 +105,8 @@ class DeviceLoader:
                 if self.mix is not None:
                     x, soft = self.mix(x, y, self.generator)
                     x = x.contiguous(memory_format=self.layout)
-                yield x, y, soft
+                mine = rank_slice(len(y), self.rank, self.world)
+                yield x[mine], y[mine], soft[mine] if soft is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -297,8 +306,8 @@ def split_training(labels: np.ndarray, data: DataConfig) -> tuple[np.ndarray, np
 def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, seed: int, rank: int = 0,
                   world: int = 1) -> Loaders:
     """The run's train, validation and test batches; their `layout` (memory format) may be set once the model's is
-    chosen. Validation and test are evaluated alike (no augmentation, every image). `rank` of `world` data-parallel
-    processes: the DataLoader path loads this rank's slice of every global batch (`recipe.batch_size`)."""
+    chosen. Validation and test are evaluated alike (no augmentation, every image). With `world` ranks each yields
+    rank `rank`'s share of every (global) batch; sizes and sample counts stay global."""
     dataset = open_dataset(data)
     geometry = dataset.geometry()
     size = data.image_size or geometry.image_size
@@ -320,9 +329,11 @@ def build_loaders(data: DataConfig, recipe: RecipeConfig, device: torch.device, 
         if use_device:
             put = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
             augment = BatchAugment(augment_spec(recipe, mean, std), size)
-            train = DeviceLoader(put(xtr), put(ytr), recipe.batch_size, size, mean, std, augment, batch_mix, seed)
-            val = DeviceLoader(put(xva), put(yva), eval_batch, size, mean, std) if len(yva) else None
-            test = DeviceLoader(put(xte), put(yte), eval_batch, size, mean, std)
+            shard = {"rank": rank, "world": world}
+            train = DeviceLoader(put(xtr), put(ytr), recipe.batch_size, size, mean, std, augment, batch_mix, seed,
+                                 **shard)
+            val = DeviceLoader(put(xva), put(yva), eval_batch, size, mean, std, **shard) if len(yva) else None
+            test = DeviceLoader(put(xte), put(yte), eval_batch, size, mean, std, **shard)
             return Loaders(train, val, test, geometry, "device")
         train_set = ArrayDataset(xtr, ytr, host_transform(recipe, size, mean, std))
         val_set = ArrayDataset(xva, yva, host_transform(None, size, mean, std)) if len(yva) else None

@@ -1,7 +1,8 @@
 """One training epoch and one evaluation pass.
 
 Metrics are accumulated on the device and read once at the end: no host synchronisation per step. A loss that
-becomes NaN or infinite is remembered in a device flag and reported with the epoch's metrics.
+becomes NaN or infinite is remembered in a device flag and reported with the epoch's metrics. Data-parallel, each
+rank sees its share of every batch; the sums are added across ranks once at the end and divided by the global count.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from .attempt import Interrupted, never
 from .config import RecipeConfig
+from .distributed import all_sum
 from .optim import LrSchedule
 from .throughput import Setting, autocast
 
@@ -31,7 +33,8 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, loader: Any, optimi
                     schedule: LrSchedule, scaler: torch.amp.GradScaler, recipe: RecipeConfig, setting: Setting,
                     device: torch.device, epoch: int, progress: bool = False,
                     stop: Callable[[], bool] = never) -> dict[str, Any]:
-    """`step_model` runs the steps (it may be `torch.compile(model)`); `model` holds the parameters."""
+    """`step_model` runs the steps (it may be `torch.compile(model)`, or the model wrapped for data parallelism);
+    `model` holds the parameters."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -59,6 +62,7 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, loader: Any, optimi
         correct += (logits.detach().argmax(1) == y).sum()
         nonfinite |= ~torch.isfinite(loss)
         step += 1
+    all_sum(loss_sum, correct, nonfinite)
     n = loader.num_samples
     loss_total, correct_total, bad = (t.item() for t in (loss_sum, correct, nonfinite))
     return {"train_loss": loss_total / n, "train_top1": 100.0 * correct_total / n, "lr": lr, "nonfinite": bool(bad)}
@@ -73,6 +77,8 @@ def evaluate(model: nn.Module, loader: Any, setting: Setting, device: torch.devi
     top1 = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
     for x, y, _ in _batches(loader, f"eval {split}", progress, stop):
+        if not len(y):  # this rank's share of a last, small batch
+            continue
         with autocast(device, setting.precision):
             logits = model(x)
         logits = logits.float()
@@ -81,6 +87,7 @@ def evaluate(model: nn.Module, loader: Any, setting: Setting, device: torch.devi
         hits = logits.topk(k, dim=1).indices == y[:, None]  # (B, k)
         top1 += hits[:, 0].sum()
         top5 += hits.any(1).sum()
+    all_sum(loss_sum, top1, top5)
     n = loader.num_samples
     loss_total, c1, c5 = (t.item() for t in (loss_sum, top1, top5))
     return {f"{split}_loss": loss_total / n, f"{split}_top1": 100.0 * c1 / n, f"{split}_top5": 100.0 * c5 / n}

@@ -14,6 +14,11 @@ from typing import Iterator
 import torch
 
 
+def rank_slice(n: int, rank: int, world: int) -> slice:
+    """Rank `rank`'s contiguous share of `n` items split as evenly as they go (equal shares when `world` divides n)."""
+    return slice(rank * n // world, (rank + 1) * n // world)
+
+
 class ShardedBatches(torch.utils.data.Sampler[list[int]]):
     """Index batches of rank `rank` out of `world` (see the module docstring)."""
 
@@ -29,22 +34,21 @@ class ShardedBatches(torch.utils.data.Sampler[list[int]]):
     def __len__(self) -> int:
         if self.train:
             return self.n // self.batch_size
-        return sum(len(self._eval_slice(start)) > 0 for start in range(0, self.n, self.batch_size))
+        return sum(len(self._eval_batch(start)) > 0 for start in range(0, self.n, self.batch_size))
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.train:
             order = torch.randperm(self.n, generator=self.generator).tolist()
-            local = self.batch_size // self.world
             for start in range(0, self.n - self.batch_size + 1, self.batch_size):
-                first = start + self.rank * local
-                yield order[first:first + local]
+                yield order[start:start + self.batch_size][rank_slice(self.batch_size, self.rank, self.world)]
             return
         for start in range(0, self.n, self.batch_size):
-            part = self._eval_slice(start)
+            part = self._eval_batch(start)
             if len(part):
-                yield list(part)
+                yield part
 
-    def _eval_slice(self, start: int) -> range:
-        """This rank's share of the evaluation batch that starts at `start`."""
-        size = min(self.batch_size, self.n - start)
-        return range(start + self.rank * size // self.world, start + (self.rank + 1) * size // self.world)
+    def _eval_batch(self, start: int) -> list[int]:
+        """This rank's share of the evaluation batch that starts at `start` (empty when the batch has fewer images
+        than there are ranks)."""
+        batch = range(start, min(start + self.batch_size, self.n))
+        return list(batch[rank_slice(len(batch), self.rank, self.world)])

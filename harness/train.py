@@ -7,6 +7,7 @@ restored, so on a CPU with deterministic settings the resumed run ends exactly l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import resource
@@ -25,6 +26,14 @@ from .attempt import Attempt, Interrupted, never, totals
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import build_loaders
+from .distributed import (
+    average_batchnorm_buffers,
+    broadcast,
+    device_of,
+    leave,
+    process_group,
+    synchronise_batchnorm,
+)
 from .engine import evaluate, train_one_epoch
 from .environment import environment, resolve_device, seed_everything, set_threads
 from .erf import effective_receptive_field, erf_images, save_erf
@@ -32,9 +41,11 @@ from .execution import choose_setting
 from .optim import LrSchedule, build_optimizer
 from .records import RunDir, atomic_write_json, code_version, now, unwritable, write_config
 from .runlock import run_lock
+from .schema import ConfigError
 from .status import Status
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
 from .tracking import Trackers
+from .world import SOLO, World
 
 
 def build_model(cfg: RunConfig, in_chans: int, num_classes: int, img_size: int) -> MixerNet:
@@ -65,36 +76,78 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Callable[[str], None] = print,
           stop: Callable[[], bool] = never, job_id: str | None = None,
-          requeued: Callable[[], str | None] = lambda: None) -> dict[str, Any]:
+          requeued: Callable[[], str | None] = lambda: None, world: World = SOLO) -> dict[str, Any]:
     """Train, evaluate and benchmark one run; returns (and writes) its result record.
 
     Only one process trains a run directory at a time (its lock; a second one raises RunBusyError, naming the
     first). A run whose result is final is not trained again: its result is returned untouched. `stop()` is checked
     at every step: when it turns true the run ends `interrupted`, resumable from its last epoch checkpoint.
     `requeued()` names why the scheduler requeued this job (preempted, time limit) if it did.
+
+    Data-parallel (`world` of several processes, each calling this): rank 0 holds the lock, writes every file and
+    returns the record; the other ranks train their share of each batch and return an empty record, {}.
     """
+    cfg = in_world(cfg, world)
     run = RunDir(run_dir)
-    if (final := _final(run, cfg, log)) is not None:
-        return final
-    with run_lock(run, job_id) as owner:
-        if (final := _final(run, cfg, log)) is not None:  # finished by the holder we waited for
+    if world.size == 1:
+        return _lead(cfg, run, progress, log, stop, job_id, requeued, world)
+    device = device_of(world, resolve_device(cfg.system.device))
+    with process_group(world, device):
+        if world.main:
+            return _lead(cfg, run, progress, log, stop, job_id, requeued, world)
+        if broadcast(None):  # rank 0 trains: so do we
+            _train(cfg, run, device, None, False, lambda line: None, stop, world)
+        return {}
+
+
+def in_world(cfg: RunConfig, world: World) -> RunConfig:
+    """The config as run by `world`'s processes; refused where the run's identity names another world size."""
+    if world.size == cfg.system.world_size:
+        return cfg
+    actual = dataclasses.replace(cfg, system=dataclasses.replace(cfg.system, world_size=world.size))
+    if actual.run_id != cfg.run_id:
+        raise ConfigError(f"system.world_size: run {cfg.run_id} trains on {cfg.system.world_size} processes, each "
+                          f"with its own BatchNorm batch (system.sync_bn false), so it cannot run on {world.size}; "
+                          f"valid: {cfg.system.world_size} processes, or system.sync_bn true (a new run)")
+    return actual
+
+
+def _lead(cfg: RunConfig, run: RunDir, progress: bool, log: Callable[[str], None], stop: Callable[[], bool],
+          job_id: str | None, requeued: Callable[[], str | None], world: World) -> dict[str, Any]:
+    """Rank 0 (or the only process): the lock, the ledger and every file of the run. The other ranks learn from
+    one broadcast whether to train with it."""
+    told = False
+
+    def tell(go: bool) -> None:
+        nonlocal told
+        if not told:
+            told = True
+            broadcast(go)
+    try:
+        if (final := _final(run, cfg, log)) is not None:
             return final
-        write_config(run, cfg)
-        with contextlib.suppress(FileNotFoundError):
-            run.result.unlink()  # a failed or damaged record of an earlier attempt: it must not be read as this one's
-        attempt = Attempt(run, owner, job_id)
-        attempt.start()
-        device = torch.device("cpu")
-        try:
-            device = resolve_device(cfg.system.device)
-            result = _train(cfg, run, device, attempt, progress, log, stop)
-        except BaseException as e:
-            _end_attempt_early(cfg, run, attempt, device, e, requeued(), log)
-            raise
-        atomic_write_json(run.result, result)  # the result first: a crash before the state write still finds it
-        attempt.end(Status(result["status"]), result["status"], error=result["reason"],
-                    test_top1=result["metrics"].get("test_top1"))  # for status views that read only state.json
-        return result
+        with run_lock(run, job_id) as owner:
+            if (final := _final(run, cfg, log)) is not None:  # finished by the holder we waited for
+                return final
+            write_config(run, cfg)
+            with contextlib.suppress(FileNotFoundError):
+                run.result.unlink()  # a failed or damaged record of an earlier attempt: not to be read as this one's
+            attempt = Attempt(run, owner, job_id)
+            attempt.start()
+            device = torch.device("cpu")
+            try:
+                device = device_of(world, resolve_device(cfg.system.device))
+                tell(True)
+                result = _train(cfg, run, device, attempt, progress, log, stop, world)
+            except BaseException as e:
+                _end_attempt_early(cfg, run, attempt, device, e, requeued(), log)
+                raise
+            atomic_write_json(run.result, result)  # the result first: a crash before the state write still finds it
+            attempt.end(Status(result["status"]), result["status"], error=result["reason"],
+                        test_top1=result["metrics"].get("test_top1"))  # for status views that read only state.json
+            return result
+    finally:
+        tell(False)  # rank 0 ends before training (a final result, a busy lock, an error): so do the others
 
 
 def _final(run: RunDir, cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -129,15 +182,17 @@ def _end_attempt_early(cfg: RunConfig, run: RunDir, attempt: Attempt, device: to
         log(f"run {cfg.run_id}: could not record how it ended ({e}); the next run-study command will")
 
 
-def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, progress: bool,
-           log: Callable[[str], None], stop: Callable[[], bool]) -> dict[str, Any]:
+def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt | None, progress: bool,
+           log: Callable[[str], None], stop: Callable[[], bool], world: World = SOLO) -> dict[str, Any]:
+    """The training itself. On ranks other than 0 (`attempt` None) it writes nothing and returns {}."""
     set_threads(cfg.system.threads)
-    seed_everything(cfg.seed, cfg.system.deterministic)
+    seed_everything(cfg.seed, cfg.system.deterministic)  # the same on every rank: one initial model
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if cfg.bench.only:
+        assert attempt is not None, "a benchmark-only cell runs as one process"
         return _benchmark_only(cfg, device, run, attempt, log)
-    loaders = build_loaders(cfg.data, cfg.recipe, device, cfg.seed)
+    loaders = build_loaders(cfg.data, cfg.recipe, device, cfg.seed, world.rank, world.size)
     geo = loaders.geometry
     input_size = (geo.channels, geo.image_size, geo.image_size)
     model = build_model(cfg, geo.channels, geo.num_classes, geo.image_size).to(device)
@@ -147,12 +202,15 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
         raise ValueError(f"recipe.batch_size {cfg.recipe.batch_size} is larger than the training split "
                          f"({loaders.train.size} images)")
 
-    ckpt = load_checkpoint(run, cfg.run_id, device, log)
+    ckpt = load_checkpoint(run, cfg.run_id, device, log)  # every rank reads it (rank 0 holds the lock meanwhile)
+    resumed_at = broadcast(ckpt["epoch"] if ckpt is not None else None)
+    if (ckpt["epoch"] if ckpt is not None else None) != resumed_at:
+        raise RuntimeError(f"rank {world.rank} found another checkpoint of {run.path} than rank 0 did")
     if ckpt is not None:
         setting, probe = Setting(**ckpt["setting"]), ckpt["probe"]
-    else:
-        setting, probe = choose_setting(model, cfg.system, device, cfg.recipe.batch_size, input_size,
-                                        geo.num_classes)
+    else:  # rank 0 measures; every rank trains with its choice
+        setting, probe = broadcast(choose_setting(model, cfg.system, device, cfg.per_rank_batch, input_size,
+                                                  geo.num_classes) if world.main else None)
     fmt = memory_format(setting.layout)
     model = model.to(memory_format=fmt)
     loaders.set_layout(fmt)
@@ -163,7 +221,8 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
     start_epoch = 0
     # validation images when there are some; the test images otherwise (only looked at, never chosen on)
     erf_loader = loaders.val or loaders.test
-    erf_init = effective_receptive_field(model, erf_images(erf_loader)) if cfg.bench.erf and ckpt is None else None
+    erf_init = (effective_receptive_field(model, erf_images(erf_loader))
+                if cfg.bench.erf and ckpt is None and world.main else None)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -171,31 +230,43 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
         loaders.train.load_state_dict(ckpt["loader"])
         _set_rng_state(ckpt["rng"], device)
         history, start_epoch, erf_init = ckpt["history"], ckpt["epoch"], ckpt.get("erf_init")
-        run.write_metrics(history)
-        log(f"resumed {cfg.run_id} after epoch {start_epoch - 1} (attempt {attempt.number})")
-    else:
+        if attempt is not None:
+            run.write_metrics(history)
+            log(f"resumed {cfg.run_id} after epoch {start_epoch - 1} (attempt {attempt.number})")
+    elif attempt is not None:
         run.write_metrics([])
-    step_model = torch.compile(model) if setting.compiled else model
+    if world.rank:  # dropout and drop-path masks of their own; the data's draws stay shared (the loaders' generator)
+        torch.manual_seed(cfg.seed * 1_000_003 + world.rank * 7919 + start_epoch)
+    step_model = _parallel(model, cfg, device, world)
+    step_model = torch.compile(step_model) if setting.compiled else step_model
     log(f"run {cfg.run_id}: {cfg.model.mixer}/{cfg.model.block} h={cfg.model.dim} d={cfg.model.depth} "
         f"p={cfg.model.patch_size} k={cfg.model.kernel_size} on {cfg.data.dataset} {geo.image_size}px, "
         f"{summary['params'] / 1e6:.3f}M params, {summary['flops'] / 1e9:.3f} GFLOPs; {device}, {setting.layout}/"
-        f"{setting.precision}{'/compiled' if setting.compiled else ''}, {loaders.kind} data")
+        f"{setting.precision}{'/compiled' if setting.compiled else ''}, {loaders.kind} data"
+        + (f", {world.size} processes x {cfg.per_rank_batch} images" if world.size > 1 else ""))
 
     status, diverged_epoch = "done", None
-    trackers = Trackers(cfg.system.tracking, run.path, cfg.run_id, cfg.to_dict())
+    trackers = Trackers(cfg.system.tracking if world.main else [], run.path, cfg.run_id, cfg.to_dict())
     for epoch in range(start_epoch, cfg.recipe.epochs):
-        attempt.begin_epoch(epoch)
+        if attempt is not None:
+            attempt.begin_epoch(epoch)
         te = time.perf_counter()
         stats = train_one_epoch(model, step_model, loaders.train, optimizer, schedule, scaler, cfg.recipe, setting,
                                 device, epoch, progress, stop)
         train_time = time.perf_counter() - te
         nonfinite = stats.pop("nonfinite")
+        if not cfg.system.sync_bn:
+            average_batchnorm_buffers(model)
         for split, loader in loaders.evaluated.items():
             stats.update(evaluate(model, loader, setting, device, split, progress, stop))
         epoch_s = time.perf_counter() - te
         record = {"epoch": epoch, **stats, "epoch_s": epoch_s, "train_s": train_time,
                   "train_img_s": loaders.train.num_samples / train_time}
         history.append(record)
+        if attempt is None:
+            if nonfinite:
+                break
+            continue
         if nonfinite:
             status, diverged_epoch = "diverged", epoch
             run.append_metrics(record)
@@ -215,6 +286,9 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
                            for split in ("train", *loaders.evaluated))
         log(f"epoch {epoch:3d}  {scores}  lr {stats['lr']:.2e}  {epoch_s:6.2f} s  {record['train_img_s']:,.0f} img/s")
     trackers.close()
+    leave(world)  # no collective after this: rank 0 measures and writes alone
+    if attempt is None:
+        return {}
 
     throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
     if erf_init is not None and status == "done":
@@ -228,7 +302,24 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
         metrics=metrics, data=loaders.sizes(cfg.data),
         model={**summary, "input_size": list(input_size)}, throughput=throughput,
         execution={**asdict(setting), "loader": loaders.kind, "probe": probe},
+        distributed={"world_size": world.size, "per_rank_batch": cfg.per_rank_batch, "sync_bn": cfg.system.sync_bn,
+                     "backend": "nccl" if device.type == "cuda" and world.size > 1 else
+                     "gloo" if world.size > 1 else None},
         timing={"epoch_s": [h["epoch_s"] for h in history]}, history=history)
+
+
+def _parallel(model: torch.nn.Module, cfg: RunConfig, device: torch.device, world: World) -> torch.nn.Module:
+    """What runs the training steps: the model itself, or (several processes) the model with its BatchNorm made
+    global where asked, wrapped in DistributedDataParallel (which averages the gradients, and at construction gives
+    every rank rank 0's parameters)."""
+    if world.size == 1:
+        return model
+    if cfg.system.sync_bn:
+        synchronise_batchnorm(model, device)
+    # buffers are not broadcast every step: synchronised BatchNorm keeps them equal, and without it they are
+    # averaged before each evaluation (average_batchnorm_buffers)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                     broadcast_buffers=False)
 
 
 FINAL_KEYS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "test_loss", "test_top1", "test_top5")

@@ -107,10 +107,12 @@ def _cost_line(estimates: dict[str, Estimate], statuses: list[CellStatus], devic
 def print_dry_run(spec: StudySpec, statuses: list[CellStatus], todo: list[CellStatus]) -> None:
     will_run = {s.cell.run_id for s in todo}
     estimates, device = estimate(statuses, allow_probe=True)
-    rows = [[s.cell.run_id, *_cell_columns(spec, s.cell), s.status.value,
+    r = spec.run  # what each cell takes: its processes (data-parallel ranks), GPUs and nodes
+    takes = [str(r.world_size), str(r.gpus_per_cell), str(r.nodes)]
+    rows = [[s.cell.run_id, *_cell_columns(spec, s.cell), *takes, s.status.value,
              "submit" if s.cell.run_id in will_run else "skip", hours(estimates[s.cell.run_id].seconds)]
             for s in statuses]
-    print(_table(rows, ["run id", *spec.axes, "seed", "status", "action", "est. h"]))
+    print(_table(rows, ["run id", *spec.axes, "seed", "processes", "GPUs", "nodes", "status", "action", "est. h"]))
     submitted = [s for s in statuses if s.cell.run_id in will_run]
     print(f"\n{counts(statuses)}; {len(todo)} would be submitted")
     print(f"{_cost_line(estimates, statuses, device)}; the {len(submitted)} to submit: "
@@ -127,12 +129,12 @@ def print_status(spec: StudySpec, statuses: list[CellStatus], source: str) -> No
         rows.append([s.cell.run_id, *_cell_columns(spec, s.cell), status, str(s.attempts),
                      ",".join(s.job_ids[-2:]), "" if epoch is None else str(epoch),
                      "" if top1 is None else f"{top1:.2f}", hours(estimates[s.cell.run_id].seconds),
-                     hours(spent_seconds(s.state)), s.note or ""])
+                     hours(spent_seconds(s.state, s.cell.config.system.world_size)), s.note or ""])
     print(_table(rows, ["run id", *spec.axes, "seed", "status", "attempts", "job ids", "last epoch", "test top1",
                         "est. h", "spent h", "now"]))
     print(f"\n{counts(statuses)}")
     print(f"{_cost_line(estimates, statuses, device)}; spent so far: "
-          f"{hours(sum(spent_seconds(s.state) for s in statuses))} h")
+          f"{hours(sum(spent_seconds(s.state, s.cell.config.system.world_size) for s in statuses))} h")
     versions = code_versions(statuses)
     if len(versions) > 1 or any(s.stale(source) for s in statuses):
         print("finished cells by code version (current source: " + source + "): "

@@ -142,7 +142,9 @@ def _finished_rates(statuses: list[CellStatus]) -> dict[str, float]:
         wall = (result.get("timing") or {}).get("wall_s")
         if images and epochs and wall:
             bs = s.cell.config.recipe.batch_size
-            spent.setdefault(model_key(s.cell.config), []).append(wall / (epochs * (images // bs * bs or images)))
+            devices = (result.get("distributed") or {}).get("world_size") or 1  # device-seconds: every process's
+            spent.setdefault(model_key(s.cell.config), []).append(
+                wall * devices / (epochs * (images // bs * bs or images)))
     return {key: sum(v) / len(v) for key, v in spent.items()}
 
 
@@ -186,15 +188,16 @@ def estimate(statuses: list[CellStatus], allow_probe: bool) -> tuple[dict[str, E
     return out, device
 
 
-def spent_seconds(state: dict[str, Any]) -> float:
-    """Wall time of every attempt of a cell so far (an attempt still open counts up to now)."""
+def spent_seconds(state: dict[str, Any], processes: int = 1) -> float:
+    """Device time of every attempt of a cell so far: wall time x its `processes` (an open attempt counts up to
+    now)."""
     total = 0.0
     for attempt in state.get("attempts_log") or []:
         if attempt.get("end") is None and attempt.get("start"):
             total += max(0.0, (datetime.now(timezone.utc) - datetime.fromisoformat(attempt["start"])).total_seconds())
         else:
             total += attempt.get("wall_s") or 0.0
-    return total
+    return total * processes
 
 
 def hours(seconds: float | None) -> str:

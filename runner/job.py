@@ -17,6 +17,7 @@ from harness.attempt import never
 from harness.config import resolve
 from harness.plugins import import_plugins
 from harness.records import RunDir, read_json
+from harness.world import SOLO, World
 
 
 class CellJob:
@@ -25,8 +26,11 @@ class CellJob:
         self.signal_delay_s, self.max_num_timeout = signal_delay_s, max_num_timeout
         self.requeue_reason: str | None = None
 
-    def __call__(self, stop: Callable[[], bool] = never) -> str:
+    def __call__(self, stop: Callable[[], bool] = never, world: World | None = None) -> str:
+        """Train the cell as `world`'s rank (None: as the SLURM job's task says); the cell's status, or "" on the
+        ranks other than 0."""
         from harness.train import train  # imported in the job, so that pickling the job stays light
+        world = world or slurm_world()
         run = RunDir(self.run_dir)
         stored = read_json(run.config)
         if stored is None:
@@ -37,13 +41,16 @@ class CellJob:
         if cfg.run_id != stored["run_id"]:
             raise RuntimeError(f"{run.config} resolves to run {cfg.run_id}, not {stored['run_id']}: the config "
                                f"schema changed since submission")
+        if not world.main:  # writes nothing, not even to the log
+            train(cfg, run.path, log=lambda line: None, stop=stop, world=world)
+            return ""
         with open(run.log, "a", buffering=1) as log:
             def emit(line: str) -> None:
                 print(line, flush=True)
                 log.write(line + "\n")
             result = train(cfg, run.path, log=emit, stop=stop, job_id=slurm_job_id(),
-                           requeued=lambda: self.requeue_reason)
-        return result["status"]
+                           requeued=lambda: self.requeue_reason, world=world)
+        return str(result["status"])
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's hook on SLURM's warning signal: requeue the same cell (it resumes from its own checkpoint),
@@ -56,6 +63,16 @@ class CellJob:
                 return None  # submitit then ends the job, and the harness records the failure
         self.requeue_reason = reason
         return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.signal_delay_s, self.max_num_timeout))
+
+
+def slurm_world() -> World:
+    """This SLURM task's rank in its job (one process, unless the job runs several tasks: a data-parallel cell)."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return SOLO
+    import submitit
+    # every task sees the node's GPUs (device_of picks cuda:LOCAL_RANK); the rendezvous is the first node
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return World.from_env()
 
 
 def slurm_job_id() -> str | None:

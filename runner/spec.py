@@ -37,7 +37,12 @@ RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
 class SlurmResources:
     """SLURM resources of every cell; a cluster profile (run.profile) gives the defaults."""
     partition: str | None = None
-    gpus_per_task: int = 0
+    gpus_per_task: int = 0               # a cell of one process: its GPU (0 or 1)
+    # A data-parallel cell trains on nodes x tasks_per_node processes, one per GPU where there are GPUs
+    # (submitit's and SLURM's words); the local executor runs one on this machine (nodes 1).
+    nodes: int = 1
+    tasks_per_node: int = 1
+    gpus_per_node: int = 0               # a data-parallel cell's GPUs per node: one per task
     cpus_per_task: int = 1
     mem_gb: float = 4.0
     timeout_min: int = 60
@@ -54,10 +59,27 @@ class SlurmResources:
 
     def __post_init__(self) -> None:
         from harness.schema import check
-        for name in ("gpus_per_task", "cpus_per_task", "timeout_min", "array_parallelism", "max_array_size"):
-            minimum = 0 if name == "gpus_per_task" else 1
+        for name in ("gpus_per_task", "gpus_per_node", "nodes", "tasks_per_node", "cpus_per_task", "timeout_min",
+                     "array_parallelism", "max_array_size"):
+            minimum = 0 if name.startswith("gpus_") else 1
             check(getattr(self, name) >= minimum, name, f"must be >= {minimum}, got {getattr(self, name)}")
         check(self.mem_gb > 0, "mem_gb", f"must be > 0, got {self.mem_gb}")
+        check(self.gpus_per_task <= 1, "gpus_per_task", f"a process trains on one GPU, got {self.gpus_per_task}; for "
+              f"a cell on several GPUs set run.tasks_per_node and run.gpus_per_node (one process per GPU)")
+        check(not (self.gpus_per_task and self.gpus_per_node), "gpus_per_node",
+              "give one of gpus_per_task (a cell of one process) and gpus_per_node (a data-parallel cell)")
+        check(self.gpus_per_node in (0, self.tasks_per_node), "gpus_per_node",
+              f"one process per GPU: must equal run.tasks_per_node ({self.tasks_per_node}) or be 0 (CPU processes), "
+              f"got {self.gpus_per_node}")
+
+    @property
+    def world_size(self) -> int:
+        """Processes each cell trains on."""
+        return self.nodes * self.tasks_per_node
+
+    @property
+    def gpus_per_cell(self) -> int:
+        return self.gpus_per_node * self.nodes or self.gpus_per_task
 
 
 @dataclass(frozen=True)
@@ -74,6 +96,12 @@ class RunSpec(SlurmResources):
         from harness.schema import check
         check(self.parallel is None or self.parallel >= 1, "parallel", "must be >= 1")
         check(self.max_retries >= 0, "max_retries", "must be >= 0")
+        check(self.nodes == 1 or self.executor == "slurm", "nodes",
+              f"the {self.executor} executor runs each cell on this machine: must be 1, got {self.nodes} (several "
+              f"nodes per cell need executor: slurm)")
+        check(self.world_size == 1 or self.executor != "debug", "tasks_per_node",
+              "the debug executor runs cells in its own process: must be 1 (use executor: local for several "
+              "processes)")
 
 
 @dataclass(frozen=True)
@@ -201,6 +229,19 @@ def _absolute_roots(spec: StudySpec, folder: Path) -> StudySpec:
                                include=rules(spec.include), exclude=rules(spec.exclude))
 
 
+def _with_world_size(spec: StudySpec, where: str) -> StudySpec:
+    """Every cell's system.world_size, from run.nodes x run.tasks_per_node (the one place it is set in a study)."""
+    system = spec.base.get("system")
+    system = system if isinstance(system, dict) else {}
+    given = system.get("world_size")
+    if given is not None and given != spec.run.world_size:
+        raise StudyError(f"{where}.base.system.world_size: a study sets it from run.nodes x run.tasks_per_node "
+                         f"({spec.run.world_size}), got {given!r}; remove it and set run.tasks_per_node instead")
+    if spec.run.world_size == 1:
+        return spec
+    return dataclasses.replace(spec, base={**spec.base, "system": {**system, "world_size": spec.run.world_size}})
+
+
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
     """Read and check a study file, with command-line `overrides` (runner/overrides.py) applied first. Relative paths
     in it (run.results, run.profile, data roots, plugin modules, the working directory of setup lines) are relative
@@ -232,6 +273,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     except ConfigError as e:
         raise StudyError(str(e)) from None
     _check_structure(spec, str(path))
+    spec = _with_world_size(spec, str(path))
     spec = _absolute_roots(spec, folder)
     return dataclasses.replace(spec, file=str(path.resolve()), folder=str(folder), overrides=list(overrides),
                                run=dataclasses.replace(spec.run, results=_absolute(spec.run.results, folder)))

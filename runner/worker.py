@@ -1,5 +1,6 @@
-"""A local worker process: trains the cells its runner sends (one run directory per line on stdin, one JSON reply
-per line on stdout) until its input ends or it is told to stop.
+"""A local worker process: trains the cells its runner sends (one JSON request per line on stdin: the run directory
+and the number of processes it trains on; one JSON reply per line on stdout) until its input ends or it is told to
+stop. For a data-parallel cell the worker is rank 0 and starts the other ranks (runner/ranks.py).
 
 It dies with its runner: the kernel sends it SIGTERM when the runner ends, however it ends (PR_SET_PDEATHSIG), and
 SIGTERM, SIGINT or SIGHUP make it stop at the next training step, leaving the cell `interrupted` and resumable. Torch
@@ -17,7 +18,7 @@ import traceback
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """SIGTERM when the parent ends; if it has already ended (before this call), end now."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -28,7 +29,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main() -> int:
-    _die_with_parent(int(os.environ["TOKENMIX_RUNNER_PID"]))
+    die_with_parent(int(os.environ["TOKENMIX_RUNNER_PID"]))
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
@@ -38,13 +39,16 @@ def main() -> int:
     from harness.records import unwritable
 
     from .job import CellJob
+    from .ranks import local_world
     for line in sys.stdin:
         if stopping:
             break
-        run_dir = line.strip()
+        request = json.loads(line)
+        run_dir = request["run_dir"]
         problem = None
         try:
-            status, error = CellJob(run_dir)(stop=lambda: bool(stopping)), None
+            with local_world(request["world_size"], run_dir) as world:
+                status, error = CellJob(run_dir)(stop=lambda: bool(stopping), world=world), None
         except Exception as e:  # recorded in the cell's state by the harness; reported, never fatal here
             problem = unwritable(e)
             status = "interrupted" if stopping or problem else "failed"

@@ -58,6 +58,14 @@ BAD_STUDIES = [
       "base": {**TINY_BASE, "model": {**TINY_BASE["model"], "mixer": "attention"}}},
      "mixer 'attention' has no hyper-parameter 'num_head' (did you mean 'num_heads'?)"),
     ({"seed": [0, 1]}, "seed: unknown key (did you mean 'seeds'?)"),
+    ({"run": {"gpus_per_task": 2}}, "run.gpus_per_task: a process trains on one GPU, got 2; for a cell on several "
+                                    "GPUs set run.tasks_per_node and run.gpus_per_node"),
+    ({"run": {"tasks_per_node": 2, "gpus_per_node": 1}},
+     "run.gpus_per_node: one process per GPU: must equal run.tasks_per_node (2) or be 0 (CPU processes), got 1"),
+    ({"run": {"nodes": 2}}, "run.nodes: the local executor runs each cell on this machine: must be 1, got 2"),
+    ({"run": {"tasks_per_node": 3}}, "base.recipe.batch_size: 256 is the global batch, split evenly over "
+                                     "system.world_size 3 processes: it must be a multiple of 3"),
+    ({"run": {"tasks_per_node": 64, "gpus_per_node": 64}}, "run.gpus_per_node: 64 GPUs per cell, but this machine has"),
 ]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from harness.status import Status
+from harness.world import SOLO
 
 from ..interrupt import Interrupts
 from ..job import CellJob
@@ -27,7 +28,7 @@ class DebugExecutor(LocalExecutor):
             for cell in self.todo:
                 interrupts.check()
                 print(f"debug: {cell.run_id}  {describe(cell)}", flush=True)
-                CellJob(run_dir(self.spec, cell).path)(stop=lambda: interrupts.requested)
+                CellJob(run_dir(self.spec, cell).path)(stop=lambda: interrupts.requested, world=SOLO)
         finally:
             handed_back = Status.INTERRUPTED if interrupts.requested else Status.NEW
             self._settle(self.todo, handed_back, "the debug run stopped before it")

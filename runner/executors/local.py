@@ -1,4 +1,6 @@
-"""`local`: cells in worker processes on this machine, one per GPU at once (or `run.parallel`).
+"""`local`: cells in worker processes on this machine, one per GPU at once (or `run.parallel`). A data-parallel
+cell (run.tasks_per_node N) takes N GPUs, or N CPU processes sharing the cores; its worker is rank 0 and starts the
+others (runner/ranks.py).
 
 The runner owns its workers: they run in their own session (a Ctrl-C reaches the runner, which stops them in order),
 and die with the runner however it ends (see runner/worker.py). A worker that dies (the kernel's OOM killer, a
@@ -26,7 +28,7 @@ from harness.runlock import lock_is_held
 from harness.status import Status
 
 from ..interrupt import Interrupts
-from ..spec import Cell
+from ..spec import Cell, StudyError
 from ..state import CellStatus, read_status, run_dir, study_dir
 from . import EXECUTORS, Executor
 
@@ -70,10 +72,10 @@ class Worker:
         assert self.process.stdout is not None
         return self.process.stdout
 
-    def send(self, cell: Cell, path: Path) -> None:
+    def send(self, cell: Cell, path: Path, world_size: int) -> None:
         assert self.process.stdin is not None
         self.cell = cell
-        self.process.stdin.write(f"{path}\n")
+        self.process.stdin.write(json.dumps({"run_dir": str(path), "world_size": world_size}) + "\n")
         self.process.stdin.flush()
 
     def close(self) -> None:
@@ -93,6 +95,12 @@ class LocalExecutor(Executor):
         super().__init__(spec, where)
         self.todo: list[Cell] = []
 
+    def check(self, cells: list[Cell]) -> None:
+        r = self.spec.run
+        if r.gpus_per_node and r.gpus_per_node > (have := gpu_count()):
+            raise StudyError(f"{self.where}.run.gpus_per_node: {r.gpus_per_node} GPUs per cell, but this machine "
+                             f"has {have}; valid: at most {have}, or 0 for CPU processes")
+
     def submit(self, cells: list[Cell], interrupts: Interrupts) -> None:
         owner = {**Owner.current().to_dict(), "executor": self.name, "role": "runner"}
         for cell in cells:
@@ -103,12 +111,14 @@ class LocalExecutor(Executor):
     # --- running the cells ---------------------------------------------------------------------------------------
 
     def _spawn(self, slot: int, gpus: int, threads: int) -> Worker:
+        """Worker `slot`, with GPUs of its own (one per process of its cells) and `threads` per process."""
         log_dir = study_dir(self.spec) / ".local"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "TOKENMIX_RUNNER_PID": str(os.getpid()),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            world = self.spec.run.world_size
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str((slot * world + i) % gpus) for i in range(world))
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         log = log_dir / f"worker-{slot}.log"
@@ -133,10 +143,11 @@ class LocalExecutor(Executor):
 
     def _run(self, cells: list[Cell], interrupts: Interrupts) -> list[str]:
         from tqdm import tqdm
-        gpus = gpu_count()
-        parallel = min(self.spec.run.parallel or max(gpus, 1), len(cells))
-        # CPU cells side by side share the cores (each torch would otherwise start a thread per core); 0: torch's own
-        threads = max(1, (os.cpu_count() or 1) // parallel) if not gpus and parallel > 1 else 0
+        gpus, world = gpu_count(), self.spec.run.world_size
+        parallel = min(self.spec.run.parallel or max(gpus // world, 1), len(cells))
+        # CPU processes side by side share the cores (each torch would otherwise start a thread per core); 0: torch's
+        processes = parallel * world
+        threads = max(1, (os.cpu_count() or 1) // processes) if not gpus and processes > 1 else 0
         pending = deque(cells)
         workers: dict[int, Worker] = {}
         selector = selectors.DefaultSelector()
@@ -174,7 +185,7 @@ class LocalExecutor(Executor):
                 if worker.cell is None:
                     if pending:
                         cell = pending.popleft()
-                        worker.send(cell, run_dir(self.spec, cell).path.resolve())
+                        worker.send(cell, run_dir(self.spec, cell).path.resolve(), world)
                     else:
                         worker.close()
             for key, _ in selector.select(timeout=0.5):

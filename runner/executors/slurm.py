@@ -167,13 +167,19 @@ class SlurmExecutor(Executor):
                                .splitlines()))
             raise StudyError(f"{where}.partition: no partition {partition!r} on this cluster; partitions: "
                              f"{', '.join(known)}")
+        gpu_key = "gpus_per_node" if r.gpus_per_node else "gpus_per_task"
         for key, asked, have, unit in (
-                ("cpus_per_task", r.cpus_per_task, max(n["cpus"] for n in nodes), "CPUs"),
+                ("cpus_per_task", r.cpus_per_task * r.tasks_per_node, max(n["cpus"] for n in nodes), "CPUs"),
                 ("mem_gb", r.mem_gb, max(n["mem_mb"] for n in nodes) / 1024, "GB of memory"),
-                ("gpus_per_task", r.gpus_per_task, max(n["gpus"] for n in nodes), "GPUs")):
+                (gpu_key, r.gpus_per_node or r.gpus_per_task, max(n["gpus"] for n in nodes), "GPUs")):
             if asked > have:
-                raise StudyError(f"{where}.{key}: {asked:g} is more than any node of partition {partition!r} has "
-                                 f"(the largest has {have:g} {unit}); valid: at most {have:g}")
+                per_node = f" ({r.tasks_per_node} tasks per node)" if key == "cpus_per_task" and r.tasks_per_node > 1 \
+                    else ""
+                raise StudyError(f"{where}.{key}: {asked:g}{per_node} is more than any node of partition "
+                                 f"{partition!r} has (the largest has {have:g} {unit}); valid: at most {have:g}")
+        if r.nodes > len(nodes):
+            raise StudyError(f"{where}.nodes: {r.nodes} nodes per cell, but partition {partition!r} has "
+                             f"{len(nodes)}; valid: at most {len(nodes)}")
 
     # --- submission ------------------------------------------------------------------------------------------------
 
@@ -187,11 +193,12 @@ class SlurmExecutor(Executor):
             setup += [f"cd {snapshot}", f"export PYTHONPATH={snapshot}${{PYTHONPATH:+:$PYTHONPATH}}",
                       f"export TOKENMIX_CODE_VERSION={shlex.quote(json.dumps(code_version()))}"]
         params: dict[str, Any] = dict(
-            timeout_min=r.timeout_min, cpus_per_task=r.cpus_per_task, mem_gb=r.mem_gb, tasks_per_node=1, nodes=1,
+            timeout_min=r.timeout_min, cpus_per_task=r.cpus_per_task, mem_gb=r.mem_gb,
+            tasks_per_node=r.tasks_per_node, nodes=r.nodes,
             stderr_to_stdout=True, slurm_array_parallelism=r.array_parallelism, slurm_setup=setup,
             slurm_signal_delay_s=r.signal_delay_s, slurm_additional_parameters=dict(r.sbatch))
-        if r.gpus_per_task:
-            params["gpus_per_node"] = r.gpus_per_task
+        if r.gpus_per_node or r.gpus_per_task:
+            params["gpus_per_node"] = r.gpus_per_node or r.gpus_per_task
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(r, key):
                 params[f"slurm_{key}"] = getattr(r, key)
