@@ -11,7 +11,8 @@ device, here the CPU, in the main process), (c) `timm.data.create_loader` on tim
 with the same transform settings. Prints images per second in all and per worker (the median of --passes passes after
 one warm-up pass, which also starts the persistent workers).
 
-    python benchmarks/input_pipeline.py [--data NPZ] [--root DIR] [--size 224] [--workers 1 2] [--batch 64]
+    python benchmarks/input_pipeline.py [--data NPZ] [--root DIR] [--size 224] [--per-class N] [--workers 1 2]
+                                         [--batch 64] [--passes 2]
 """
 from __future__ import annotations
 
@@ -86,12 +87,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=PACKED, help="packed CIFAR-10 JPEGs (.npz)")
     parser.add_argument("--root", type=Path, default=None, help="the ImageFolder's folder (default: a temp dir)")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--per-class", type=int, default=None, help="training and validation images per class")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch", type=int, default=64, help="global batch")
     parser.add_argument("--passes", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_imagefolder(args.data, args.root or Path(tmp), args.size)
+        root = write_imagefolder(args.data, args.root or Path(tmp), args.size, args.per_class)
         train = sum(1 for _ in (root / "train").rglob("*.jpg"))
         print(f"ImageFolder {root}: {train} training images at {args.size} px; batch {args.batch}; "
               f"{torch.get_num_threads()} threads; median of {args.passes} passes after a warm-up")
