@@ -65,10 +65,11 @@ def timm_loader(folder: Path, recipe: RecipeConfig, size: int, workers: int) -> 
     aa = (f"rand-m{recipe.randaugment_m:g}-n{recipe.randaugment_n}-mstd{recipe.randaugment_mstd:g}"
           f"-p{recipe.randaugment_prob:g}-inc1")
     dataset = create_dataset("", root=str(folder / "train"), is_training=True)
+    # is_training: timm shuffles and drops the last partial batch, as HostLoader's training batches do
     return create_loader(dataset, (3, size, size), recipe.batch_size, is_training=True, scale=recipe.scale,
                          hflip=recipe.hflip, auto_augment=aa, color_jitter=recipe.color_jitter or None,
                          re_prob=recipe.reprob, re_mode="pixel", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                         num_workers=workers, device=torch.device("cpu"), use_prefetcher=False, drop_last=True)
+                         num_workers=workers, device=torch.device("cpu"), use_prefetcher=False)
 
 
 def passes(batches: Iterable[Any], n: int) -> float:
