@@ -154,3 +154,15 @@ def test_an_imagefolder_run_trains_end_to_end(folder, decode, tmp_path):
     assert result["data"]["test_size"] == 60
     history = RunDir(tmp_path / "run").read_metrics()
     assert len(history) == 1 and 0.0 <= history[0]["test_top1"] <= 100.0
+
+
+@pytest.mark.parametrize("study,depth", [("imagenet_convmixer.yaml", 20), ("imagenet_convmixer_768_32.yaml", 32)])
+def test_the_imagenet_studies_train_as_the_paper_did(study, depth):
+    """Parsed and resolved, not expanded: solving every mixer's width at 224 px takes minutes and needs the folder."""
+    from runner.spec import load_spec
+    spec = load_spec(ROOT / "studies" / study)
+    base = resolve(spec.base)
+    assert base.model.depth == depth and base.recipe.batch_size == 640 and base.recipe.lr == 0.01
+    assert spec.run.nodes * spec.run.tasks_per_node == 10 and spec.run.gpus_per_node == spec.run.tasks_per_node
+    assert base.system.sync_bn is False and base.data.dataset == "imagefolder" and base.data.loader == "dataloader"
+    assert base.recipe.batch_size % (spec.run.nodes * spec.run.tasks_per_node) == 0
