@@ -32,6 +32,7 @@ from .execution import choose_setting
 from .optim import LrSchedule, build_optimizer
 from .records import RunDir, atomic_write_json, code_version, now, unwritable, write_config
 from .runlock import run_lock
+from .share import NO_SHARING, DeviceShare
 from .status import Status
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
 from .tracking import Trackers
@@ -65,13 +66,14 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Callable[[str], None] = print,
           stop: Callable[[], bool] = never, job_id: str | None = None,
-          requeued: Callable[[], str | None] = lambda: None) -> dict[str, Any]:
+          requeued: Callable[[], str | None] = lambda: None, share: DeviceShare = NO_SHARING) -> dict[str, Any]:
     """Train, evaluate and benchmark one run; returns (and writes) its result record.
 
     Only one process trains a run directory at a time (its lock; a second one raises RunBusyError, naming the
     first). A run whose result is final is not trained again: its result is returned untouched. `stop()` is checked
     at every step: when it turns true the run ends `interrupted`, resumable from its last epoch checkpoint.
-    `requeued()` names why the scheduler requeued this job (preempted, time limit) if it did.
+    `requeued()` names why the scheduler requeued this job (preempted, time limit) if it did. `share` coordinates
+    with the cells that share this device (harness/share.py): the throughput is measured while none of them trains.
     """
     run = RunDir(run_dir)
     if (final := _final(run, cfg, log)) is not None:
@@ -87,7 +89,8 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Call
         device = torch.device("cpu")
         try:
             device = resolve_device(cfg.system.device)
-            result = _train(cfg, run, device, attempt, progress, log, stop)
+            with share.training(device):
+                result = _train(cfg, run, device, attempt, progress, log, share.steps(stop), share)
         except BaseException as e:
             _end_attempt_early(cfg, run, attempt, device, e, requeued(), log)
             raise
@@ -130,13 +133,13 @@ def _end_attempt_early(cfg: RunConfig, run: RunDir, attempt: Attempt, device: to
 
 
 def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, progress: bool,
-           log: Callable[[str], None], stop: Callable[[], bool]) -> dict[str, Any]:
+           log: Callable[[str], None], stop: Callable[[], bool], share: DeviceShare) -> dict[str, Any]:
     set_threads(cfg.system.threads)
     seed_everything(cfg.seed, cfg.system.deterministic)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if cfg.bench.only:
-        return _benchmark_only(cfg, device, run, attempt, log)
+        return _benchmark_only(cfg, device, run, attempt, log, share)
     loaders = build_loaders(cfg.data, cfg.recipe, device, cfg.seed)
     geo = loaders.geometry
     input_size = (geo.channels, geo.image_size, geo.image_size)
@@ -151,8 +154,9 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
     if ckpt is not None:
         setting, probe = Setting(**ckpt["setting"]), ckpt["probe"]
     else:
-        setting, probe = choose_setting(model, cfg.system, device, cfg.recipe.batch_size, input_size,
-                                        geo.num_classes)
+        with share.exclusive("setting probe"):
+            setting, probe = choose_setting(model, cfg.system, device, cfg.recipe.batch_size, input_size,
+                                            geo.num_classes)
     fmt = memory_format(setting.layout)
     model = model.to(memory_format=fmt)
     loaders.set_layout(fmt)
@@ -216,7 +220,8 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
         log(f"epoch {epoch:3d}  {scores}  lr {stats['lr']:.2e}  {epoch_s:6.2f} s  {record['train_img_s']:,.0f} img/s")
     trackers.close()
 
-    throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
+    with share.exclusive("throughput"):
+        throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
     if erf_init is not None and status == "done":
         save_erf(run.path / "erf.npz", erf_init, effective_receptive_field(model, erf_images(erf_loader)))
     metrics = final_metrics(history, has_val=loaders.val is not None)
@@ -227,7 +232,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt, 
         reason=f"training loss became NaN or infinite at epoch {diverged_epoch}" if status == "diverged" else None,
         metrics=metrics, data=loaders.sizes(cfg.data),
         model={**summary, "input_size": list(input_size)}, throughput=throughput,
-        execution={**asdict(setting), "loader": loaders.kind, "probe": probe},
+        execution={**asdict(setting), "loader": loaders.kind, "probe": probe, "sharing": share.record()},
         timing={"epoch_s": [h["epoch_s"] for h in history]}, history=history)
 
 
@@ -263,7 +268,7 @@ def _record(cfg: RunConfig, device: torch.device, run: RunDir, attempt: Attempt,
 
 
 def _benchmark_only(cfg: RunConfig, device: torch.device, run: RunDir, attempt: Attempt,
-                    log: Callable[[str], None]) -> dict[str, Any]:
+                    log: Callable[[str], None], share: DeviceShare) -> dict[str, Any]:
     """A throughput-study cell: the model's size and speed, no training (so no accuracy)."""
     from .validate import check_data
     geo = check_data(cfg)
@@ -272,10 +277,11 @@ def _benchmark_only(cfg: RunConfig, device: torch.device, run: RunDir, attempt: 
     summary = summarize(model, input_size)
     log(f"run {cfg.run_id}: benchmark only, {cfg.model.mixer}/{cfg.model.block} h={cfg.model.dim} "
         f"d={cfg.model.depth} p={cfg.model.patch_size} k={cfg.model.kernel_size} at {geo.image_size}px on {device}")
-    throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
+    with share.exclusive("throughput"):
+        throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
     log(f"inference {throughput['infer_img_s'] or 0:,.0f} img/s, training {throughput['train_img_s'] or 0:,.0f} img/s")
     return _record(cfg, device, run, attempt, metrics={"epochs": 0}, model={**summary, "input_size": list(input_size)},
-                   throughput=throughput, execution=None)
+                   throughput=throughput, execution=share.record() and {"sharing": share.record()})
 
 
 def _benchmark(cfg: RunConfig, model: torch.nn.Module, input_size: tuple[int, int, int], num_classes: int,

@@ -17,10 +17,10 @@ import traceback
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM when the parent ends; if it has already ended (before this call), end now."""
+def die_with_parent(parent: int, sig: signal.Signals = signal.SIGTERM) -> None:
+    """`sig` when the parent ends; if it has already ended (before this call), end now."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):  # not Linux: the runner's own exit handling still ends its workers
         pass
     if os.getppid() != parent:
@@ -28,7 +28,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main() -> int:
-    _die_with_parent(int(os.environ["TOKENMIX_RUNNER_PID"]))
+    die_with_parent(int(os.environ["TOKENMIX_RUNNER_PID"]))
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))

@@ -1,4 +1,5 @@
-"""`local`: cells in worker processes on this machine, one per GPU at once (or `run.parallel`).
+"""`local`: cells in worker processes on this machine, one per GPU at once (or `run.parallel`, or `run.cells_per_gpu`
+on each GPU, the CPU counting as one device).
 
 The runner owns its workers: they run in their own session (a Ctrl-C reaches the runner, which stops them in order),
 and die with the runner however it ends (see runner/worker.py). A worker that dies (the kernel's OOM killer, a
@@ -26,6 +27,7 @@ from harness.runlock import lock_is_held
 from harness.status import Status
 
 from ..interrupt import Interrupts
+from ..sharing import Mps, sharing_env
 from ..spec import Cell
 from ..state import CellStatus, read_status, run_dir, study_dir
 from . import EXECUTORS, Executor
@@ -92,6 +94,7 @@ class LocalExecutor(Executor):
     def __init__(self, spec: Any, where: str = "study"):
         super().__init__(spec, where)
         self.todo: list[Cell] = []
+        self.share_env: dict[str, str] = {}  # what workers that share a device are told (runner/sharing.py)
 
     def submit(self, cells: list[Cell], interrupts: Interrupts) -> None:
         owner = {**Owner.current().to_dict(), "executor": self.name, "role": "runner"}
@@ -105,7 +108,7 @@ class LocalExecutor(Executor):
     def _spawn(self, slot: int, gpus: int, threads: int) -> Worker:
         log_dir = study_dir(self.spec) / ".local"
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "TOKENMIX_RUNNER_PID": str(os.getpid()),
+        env = {**os.environ, **self.share_env, "TOKENMIX_RUNNER_PID": str(os.getpid()),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
@@ -133,10 +136,13 @@ class LocalExecutor(Executor):
 
     def _run(self, cells: list[Cell], interrupts: Interrupts) -> list[str]:
         from tqdm import tqdm
-        gpus = gpu_count()
-        parallel = min(self.spec.run.parallel or max(gpus, 1), len(cells))
-        # CPU cells side by side share the cores (each torch would otherwise start a thread per core); 0: torch's own
-        threads = max(1, (os.cpu_count() or 1) // parallel) if not gpus and parallel > 1 else 0
+        gpus, per_gpu = gpu_count(), self.spec.run.cells_per_gpu
+        parallel = min(self.spec.run.parallel or max(gpus, 1) * per_gpu, len(cells))  # slot s uses GPU s % gpus
+        # cells side by side on the CPU or on one GPU share the cores (each torch would otherwise start a thread per
+        # core); 0: torch's own
+        threads = max(1, (os.cpu_count() or 1) // parallel) if (not gpus or per_gpu > 1) and parallel > 1 else 0
+        mps = Mps()
+        self.share_env = {**sharing_env(per_gpu), **mps.start(gpus, per_gpu, print)}
         pending = deque(cells)
         workers: dict[int, Worker] = {}
         selector = selectors.DefaultSelector()
@@ -214,6 +220,7 @@ class LocalExecutor(Executor):
                     elif pending and not interrupts.requested:
                         start(slot)
         bar.close()
+        mps.stop()
         if interrupts.requested:
             self._settle(cells, Status.INTERRUPTED, "interrupted before it finished")
         else:
