@@ -281,7 +281,7 @@ def _benchmark_only(cfg: RunConfig, device: torch.device, run: RunDir, attempt: 
         throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
     log(f"inference {throughput['infer_img_s'] or 0:,.0f} img/s, training {throughput['train_img_s'] or 0:,.0f} img/s")
     return _record(cfg, device, run, attempt, metrics={"epochs": 0}, model={**summary, "input_size": list(input_size)},
-                   throughput=throughput, execution=share.record() and {"sharing": share.record()})
+                   throughput=throughput, execution={"sharing": sharing} if (sharing := share.record()) else None)
 
 
 def _benchmark(cfg: RunConfig, model: torch.nn.Module, input_size: tuple[int, int, int], num_classes: int,

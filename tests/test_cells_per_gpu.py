@@ -218,3 +218,13 @@ def test_a_preemption_warning_requeues_the_group_and_each_cell_resumes_once(tmp_
         assert state["status"] == "done" and state["failures"] == 0 and state["attempts"] == 2, state
         lines = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert lines == list(range(40)), lines
+
+
+def test_a_cell_with_no_other_to_share_with_runs_alone_and_records_no_sharing(tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARE_DIR_ENV, str(tmp_path / "locks"))
+    path = write_study(tmp_path, "single", grid={"model.mixer": ["dwconv"]}, run={"cells_per_gpu": 2})
+    p = run_study(str(path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    (record,) = sharing_records(tmp_path / "results" / "single").values()
+    assert record["status"] == "done" and record["execution"]["sharing"] is None, record["execution"]
+    assert not (tmp_path / "locks").exists()  # the null protocol: no lock file was made

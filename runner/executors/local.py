@@ -142,7 +142,8 @@ class LocalExecutor(Executor):
         # core); 0: torch's own
         threads = max(1, (os.cpu_count() or 1) // parallel) if (not gpus or per_gpu > 1) and parallel > 1 else 0
         mps = Mps()
-        self.share_env = {**sharing_env(per_gpu), **mps.start(gpus, per_gpu, print)}
+        sharing = min(per_gpu, -(-parallel // max(gpus, 1)))  # what a device really holds: fewer cells, fewer sharers
+        self.share_env = {**sharing_env(sharing), **mps.start(gpus, sharing, print)}
         pending = deque(cells)
         workers: dict[int, Worker] = {}
         selector = selectors.DefaultSelector()
