@@ -42,6 +42,7 @@ from .optim import LrSchedule, build_optimizer
 from .records import RunDir, atomic_write_json, code_version, now, unwritable, write_config
 from .runlock import run_lock
 from .schema import ConfigError
+from .share import NO_SHARING, DeviceShare
 from .status import Status
 from .throughput import Setting, bench_defaults, benchmark, candidate_settings, memory_format
 from .tracking import Trackers
@@ -76,13 +77,15 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Callable[[str], None] = print,
           stop: Callable[[], bool] = never, job_id: str | None = None,
-          requeued: Callable[[], str | None] = lambda: None, world: World = SOLO) -> dict[str, Any]:
+          requeued: Callable[[], str | None] = lambda: None, world: World = SOLO,
+          share: DeviceShare = NO_SHARING) -> dict[str, Any]:
     """Train, evaluate and benchmark one run; returns (and writes) its result record.
 
     Only one process trains a run directory at a time (its lock; a second one raises RunBusyError, naming the
     first). A run whose result is final is not trained again: its result is returned untouched. `stop()` is checked
     at every step: when it turns true the run ends `interrupted`, resumable from its last epoch checkpoint.
-    `requeued()` names why the scheduler requeued this job (preempted, time limit) if it did.
+    `requeued()` names why the scheduler requeued this job (preempted, time limit) if it did. `share` coordinates
+    with the cells that share this device (harness/share.py): the throughput is measured while none of them trains.
 
     Data-parallel (`world` of several processes, each calling this): rank 0 holds the lock, writes every file and
     returns the record; the other ranks train their share of each batch and return an empty record, {}.
@@ -90,13 +93,13 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False, log: Call
     cfg = in_world(cfg, world)
     run = RunDir(run_dir)
     if world.size == 1:
-        return _lead(cfg, run, progress, log, stop, job_id, requeued, world)
+        return _lead(cfg, run, progress, log, stop, job_id, requeued, world, share)
     device = device_of(world, resolve_device(cfg.system.device))
     with process_group(world, device):
         if world.main:
-            return _lead(cfg, run, progress, log, stop, job_id, requeued, world)
+            return _lead(cfg, run, progress, log, stop, job_id, requeued, world, share)
         if broadcast(None):  # rank 0 trains: so do we
-            _train(cfg, run, device, None, False, lambda line: None, stop, world)
+            _train(cfg, run, device, None, False, lambda line: None, stop, world, share)
         return {}
 
 
@@ -113,7 +116,8 @@ def in_world(cfg: RunConfig, world: World) -> RunConfig:
 
 
 def _lead(cfg: RunConfig, run: RunDir, progress: bool, log: Callable[[str], None], stop: Callable[[], bool],
-          job_id: str | None, requeued: Callable[[], str | None], world: World) -> dict[str, Any]:
+          job_id: str | None, requeued: Callable[[], str | None], world: World,
+          share: DeviceShare) -> dict[str, Any]:
     """Rank 0 (or the only process): the lock, the ledger and every file of the run. The other ranks learn from
     one broadcast whether to train with it."""
     told = False
@@ -138,7 +142,8 @@ def _lead(cfg: RunConfig, run: RunDir, progress: bool, log: Callable[[str], None
             try:
                 device = device_of(world, resolve_device(cfg.system.device))
                 tell(True)
-                result = _train(cfg, run, device, attempt, progress, log, stop, world)
+                with share.training(device):
+                    result = _train(cfg, run, device, attempt, progress, log, share.steps(stop), world, share)
             except BaseException as e:
                 _end_attempt_early(cfg, run, attempt, device, e, requeued(), log)
                 raise
@@ -183,7 +188,8 @@ def _end_attempt_early(cfg: RunConfig, run: RunDir, attempt: Attempt, device: to
 
 
 def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt | None, progress: bool,
-           log: Callable[[str], None], stop: Callable[[], bool], world: World = SOLO) -> dict[str, Any]:
+           log: Callable[[str], None], stop: Callable[[], bool], world: World = SOLO,
+           share: DeviceShare = NO_SHARING) -> dict[str, Any]:
     """The training itself. On ranks other than 0 (`attempt` None) it writes nothing and returns {}."""
     set_threads(cfg.system.threads)
     seed_everything(cfg.seed, cfg.system.deterministic)  # the same on every rank: one initial model
@@ -191,7 +197,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt |
         torch.cuda.reset_peak_memory_stats(device)
     if cfg.bench.only:
         assert attempt is not None, "a benchmark-only cell runs as one process"
-        return _benchmark_only(cfg, device, run, attempt, log)
+        return _benchmark_only(cfg, device, run, attempt, log, share)
     loaders = build_loaders(cfg.data, cfg.recipe, device, cfg.seed, world.rank, world.size)
     geo = loaders.geometry
     input_size = (geo.channels, geo.image_size, geo.image_size)
@@ -208,9 +214,10 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt |
         raise RuntimeError(f"rank {world.rank} found another checkpoint of {run.path} than rank 0 did")
     if ckpt is not None:
         setting, probe = Setting(**ckpt["setting"]), ckpt["probe"]
-    else:  # rank 0 measures; every rank trains with its choice
-        setting, probe = broadcast(choose_setting(model, cfg.system, device, cfg.per_rank_batch, input_size,
-                                                  geo.num_classes) if world.main else None)
+    else:  # rank 0 measures (alone on a shared device); every rank trains with its choice
+        with share.exclusive("setting probe"):
+            setting, probe = broadcast(choose_setting(model, cfg.system, device, cfg.per_rank_batch, input_size,
+                                                      geo.num_classes) if world.main else None)
     fmt = memory_format(setting.layout)
     model = model.to(memory_format=fmt)
     loaders.set_layout(fmt)
@@ -290,7 +297,8 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt |
     if attempt is None:
         return {}
 
-    throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
+    with share.exclusive("throughput"):
+        throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
     if erf_init is not None and status == "done":
         save_erf(run.path / "erf.npz", erf_init, effective_receptive_field(model, erf_images(erf_loader)))
     metrics = final_metrics(history, has_val=loaders.val is not None)
@@ -301,7 +309,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt |
         reason=f"training loss became NaN or infinite at epoch {diverged_epoch}" if status == "diverged" else None,
         metrics=metrics, data=loaders.sizes(cfg.data),
         model={**summary, "input_size": list(input_size)}, throughput=throughput,
-        execution={**asdict(setting), "loader": loaders.kind, "probe": probe},
+        execution={**asdict(setting), "loader": loaders.kind, "probe": probe, "sharing": share.record()},
         distributed={"world_size": world.size, "per_rank_batch": cfg.per_rank_batch, "sync_bn": cfg.system.sync_bn,
                      "backend": "nccl" if device.type == "cuda" and world.size > 1 else
                      "gloo" if world.size > 1 else None},
@@ -354,7 +362,7 @@ def _record(cfg: RunConfig, device: torch.device, run: RunDir, attempt: Attempt,
 
 
 def _benchmark_only(cfg: RunConfig, device: torch.device, run: RunDir, attempt: Attempt,
-                    log: Callable[[str], None]) -> dict[str, Any]:
+                    log: Callable[[str], None], share: DeviceShare) -> dict[str, Any]:
     """A throughput-study cell: the model's size and speed, no training (so no accuracy)."""
     from .validate import check_data
     geo = check_data(cfg)
@@ -363,10 +371,11 @@ def _benchmark_only(cfg: RunConfig, device: torch.device, run: RunDir, attempt: 
     summary = summarize(model, input_size)
     log(f"run {cfg.run_id}: benchmark only, {cfg.model.mixer}/{cfg.model.block} h={cfg.model.dim} "
         f"d={cfg.model.depth} p={cfg.model.patch_size} k={cfg.model.kernel_size} at {geo.image_size}px on {device}")
-    throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
+    with share.exclusive("throughput"):
+        throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
     log(f"inference {throughput['infer_img_s'] or 0:,.0f} img/s, training {throughput['train_img_s'] or 0:,.0f} img/s")
     return _record(cfg, device, run, attempt, metrics={"epochs": 0}, model={**summary, "input_size": list(input_size)},
-                   throughput=throughput, execution=None)
+                   throughput=throughput, execution={"sharing": sharing} if (sharing := share.record()) else None)
 
 
 def _benchmark(cfg: RunConfig, model: torch.nn.Module, input_size: tuple[int, int, int], num_classes: int,

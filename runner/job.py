@@ -17,6 +17,7 @@ from harness.attempt import never
 from harness.config import resolve
 from harness.plugins import import_plugins
 from harness.records import RunDir, read_json
+from harness.share import DeviceShare
 from harness.world import SOLO, World
 
 
@@ -49,19 +50,16 @@ class CellJob:
                 print(line, flush=True)
                 log.write(line + "\n")
             result = train(cfg, run.path, log=emit, stop=stop, job_id=slurm_job_id(),
-                           requeued=lambda: self.requeue_reason, world=world)
+                           requeued=lambda: self.requeue_reason, world=world, share=DeviceShare.from_env())
         return str(result["status"])
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's hook on SLURM's warning signal: requeue the same cell (it resumes from its own checkpoint),
         unless the time limit has been hit more than run.max_num_timeout times."""
         import submitit
-        reason = "time limit" if _near_time_limit(self.signal_delay_s) else "preempted"
-        if reason == "time limit":
-            log = (RunDir(self.run_dir).read_state().get("attempts_log") or [])
-            if sum(a.get("why") == "time limit" for a in log) >= self.max_num_timeout:
-                return None  # submitit then ends the job, and the harness records the failure
-        self.requeue_reason = reason
+        self.requeue_reason = requeue_reason([self.run_dir], self.signal_delay_s, self.max_num_timeout)
+        if self.requeue_reason is None:
+            return None  # submitit then ends the job, and the harness records the failure
         return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.signal_delay_s, self.max_num_timeout))
 
 
@@ -73,6 +71,17 @@ def slurm_world() -> World:
     # every task sees the node's GPUs (device_of picks cuda:LOCAL_RANK); the rendezvous is the first node
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     return World.from_env()
+
+
+def requeue_reason(run_dirs: list[str], signal_delay_s: int, max_num_timeout: int) -> str | None:
+    """Why SLURM's warning signal came (preempted, time limit), or None where a cell has used up its time-limit
+    requeues (run.max_num_timeout): the job then ends at its limit."""
+    reason = "time limit" if _near_time_limit(signal_delay_s) else "preempted"
+    for run_dir in run_dirs if reason == "time limit" else []:
+        log = (RunDir(run_dir).read_state().get("attempts_log") or [])
+        if sum(a.get("why") == "time limit" for a in log) >= max_num_timeout:
+            return None
+    return reason
 
 
 def slurm_job_id() -> str | None:

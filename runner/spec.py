@@ -87,6 +87,7 @@ class RunSpec(SlurmResources):
     executor: Literal["local", "slurm", "debug"] = "local"
     profile: str | None = None           # a cluster profile YAML
     parallel: int | None = None          # local: cells at once (None: one per GPU, or 1 on a CPU-only machine)
+    cells_per_gpu: int = 1               # cells side by side on each GPU (or on the CPU); throughput measured alone
     max_retries: int = 2                 # failed cells are re-submitted at most this many times
     results: str = "results"             # the results root; the study writes <results>/<name>/
     tracking: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # every cell's system.tracking
@@ -95,6 +96,13 @@ class RunSpec(SlurmResources):
         super().__post_init__()
         from harness.schema import check
         check(self.parallel is None or self.parallel >= 1, "parallel", "must be >= 1")
+        check(self.cells_per_gpu >= 1, "cells_per_gpu", f"must be >= 1, got {self.cells_per_gpu}")
+        check(self.parallel is None or self.cells_per_gpu == 1, "cells_per_gpu",
+              f"set either run.parallel or run.cells_per_gpu, not both: cells_per_gpu {self.cells_per_gpu} runs "
+              f"that many cells on each GPU (on the CPU-only machine, on the CPU) at once")
+        check(self.cells_per_gpu == 1 or self.world_size == 1, "cells_per_gpu",
+              f"small cells share a GPU, large ones take several: cells_per_gpu {self.cells_per_gpu} with "
+              f"{self.world_size} processes per cell (run.nodes x run.tasks_per_node); valid: one of them above 1")
         check(self.max_retries >= 0, "max_retries", "must be >= 0")
         check(self.nodes == 1 or self.executor == "slurm", "nodes",
               f"the {self.executor} executor runs each cell on this machine: must be 1, got {self.nodes} (several "

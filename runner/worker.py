@@ -18,10 +18,10 @@ import traceback
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent: int) -> None:
-    """SIGTERM when the parent ends; if it has already ended (before this call), end now."""
+def die_with_parent(parent: int, sig: signal.Signals = signal.SIGTERM) -> None:
+    """`sig` when the parent ends; if it has already ended (before this call), end now."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):  # not Linux: the runner's own exit handling still ends its workers
         pass
     if os.getppid() != parent:

@@ -1,6 +1,6 @@
-"""`local`: cells in worker processes on this machine, one per GPU at once (or `run.parallel`). A data-parallel
-cell (run.tasks_per_node N) takes N GPUs, or N CPU processes sharing the cores; its worker is rank 0 and starts the
-others (runner/ranks.py).
+"""`local`: cells in worker processes on this machine, one per GPU at once (or `run.parallel`, or `run.cells_per_gpu`
+on each GPU, the CPU counting as one device). A data-parallel cell (run.tasks_per_node N) takes N GPUs, or N CPU
+processes sharing the cores; its worker is rank 0 and starts the others (runner/ranks.py).
 
 The runner owns its workers: they run in their own session (a Ctrl-C reaches the runner, which stops them in order),
 and die with the runner however it ends (see runner/worker.py). A worker that dies (the kernel's OOM killer, a
@@ -28,6 +28,7 @@ from harness.runlock import lock_is_held
 from harness.status import Status
 
 from ..interrupt import Interrupts
+from ..sharing import Mps, sharing_env
 from ..spec import Cell, StudyError
 from ..state import CellStatus, read_status, run_dir, study_dir
 from . import EXECUTORS, Executor
@@ -94,6 +95,7 @@ class LocalExecutor(Executor):
     def __init__(self, spec: Any, where: str = "study"):
         super().__init__(spec, where)
         self.todo: list[Cell] = []
+        self.share_env: dict[str, str] = {}  # what workers that share a device are told (runner/sharing.py)
 
     def check(self, cells: list[Cell]) -> None:
         r = self.spec.run
@@ -114,7 +116,7 @@ class LocalExecutor(Executor):
         """Worker `slot`, with GPUs of its own (one per process of its cells) and `threads` per process."""
         log_dir = study_dir(self.spec) / ".local"
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "TOKENMIX_RUNNER_PID": str(os.getpid()),
+        env = {**os.environ, **self.share_env, "TOKENMIX_RUNNER_PID": str(os.getpid()),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
         if gpus:
             world = self.spec.run.world_size
@@ -143,11 +145,16 @@ class LocalExecutor(Executor):
 
     def _run(self, cells: list[Cell], interrupts: Interrupts) -> list[str]:
         from tqdm import tqdm
-        gpus, world = gpu_count(), self.spec.run.world_size
-        parallel = min(self.spec.run.parallel or max(gpus // world, 1), len(cells))
-        # CPU processes side by side share the cores (each torch would otherwise start a thread per core); 0: torch's
+        gpus, world, per_gpu = gpu_count(), self.spec.run.world_size, self.spec.run.cells_per_gpu
+        # slot s: GPUs (s x world + rank) mod gpus; with cells_per_gpu N, N slots per GPU (world is then 1)
+        parallel = min(self.spec.run.parallel or max(gpus // world, 1) * per_gpu, len(cells))
+        # processes side by side on the CPU or on one GPU share the cores (each torch would otherwise start a thread
+        # per core); 0: torch's own
         processes = parallel * world
-        threads = max(1, (os.cpu_count() or 1) // processes) if not gpus and processes > 1 else 0
+        threads = max(1, (os.cpu_count() or 1) // processes) if (not gpus or per_gpu > 1) and processes > 1 else 0
+        mps = Mps()
+        sharing = min(per_gpu, -(-parallel // max(gpus, 1)))  # what a device really holds: fewer cells, fewer sharers
+        self.share_env = {**sharing_env(sharing), **mps.start(gpus, sharing, print)}
         pending = deque(cells)
         workers: dict[int, Worker] = {}
         selector = selectors.DefaultSelector()
@@ -225,6 +232,7 @@ class LocalExecutor(Executor):
                     elif pending and not interrupts.requested:
                         start(slot)
         bar.close()
+        mps.stop()
         if interrupts.requested:
             self._settle(cells, Status.INTERRUPTED, "interrupted before it finished")
         else:

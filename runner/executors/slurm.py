@@ -28,6 +28,7 @@ from harness.owner import Owner
 from harness.records import HEARTBEAT_STALE_S, PACKAGE_ROOT, code_version, heartbeat_age
 from harness.status import Status
 
+from ..group import CellGroupJob
 from ..interrupt import Interrupts
 from ..job import CellJob
 from ..spec import Cell, StudyError, StudySpec
@@ -208,11 +209,11 @@ class SlurmExecutor(Executor):
         return executor
 
     def submit(self, cells: list[Cell], interrupts: Interrupts) -> None:
-        """Chunks of at most run.max_array_size cells, each one sbatch. Between chunks a stop request is honoured
-        (the chunk under way is always recorded whole)."""
+        """Chunks of at most run.max_array_size array tasks, each one sbatch; a task trains run.cells_per_gpu cells
+        side by side. Between chunks a stop request is honoured (the chunk under way is always recorded whole)."""
         executor = self._executor()
         owner = {**Owner.current().to_dict(), "executor": self.name, "role": "runner"}
-        size = self.spec.run.max_array_size
+        size = self.spec.run.max_array_size * self.spec.run.cells_per_gpu
         for start in range(0, len(cells), size):
             if interrupts.requested:
                 break
@@ -223,12 +224,16 @@ class SlurmExecutor(Executor):
         executor.update_parameters(name=name)
         runs = [run_dir(self.spec, c) for c in chunk]
         before = [r.read_state() for r in runs]
-        for i, run in enumerate(runs):  # the intent, before sbatch
-            run.update_state(f"submitting as {name}[{i}]", status=Status.SUBMITTING, owner=owner, error=None,
-                             submission={"name": name, "index": i, "size": len(chunk),
-                                         "was": before[i]["status"]})
         r = self.spec.run
-        jobs_fn = [CellJob(run.path.resolve(), r.signal_delay_s, r.max_num_timeout) for run in runs]
+        per = r.cells_per_gpu  # cells i*per .. i*per+per-1 are array task i
+        tasks = (len(runs) + per - 1) // per
+        for i, run in enumerate(runs):  # the intent, before sbatch
+            run.update_state(f"submitting as {name}[{i // per}]", status=Status.SUBMITTING, owner=owner, error=None,
+                             submission={"name": name, "index": i // per, "size": tasks,
+                                         "was": before[i]["status"]})
+        groups = [[run.path.resolve() for run in runs[i:i + per]] for i in range(0, len(runs), per)]
+        jobs_fn = [CellJob(g[0], r.signal_delay_s, r.max_num_timeout) if len(g) == 1 else
+                   CellGroupJob(g, r.signal_delay_s, r.max_num_timeout) for g in groups]
         captured = io.StringIO()
         try:
             with contextlib.redirect_stderr(captured), executor.batch():  # submitit echoes sbatch's stderr: keep it
@@ -238,14 +243,16 @@ class SlurmExecutor(Executor):
                 run.update_state(f"submission refused: {e}", status=state["status"], submission=None)
             message = " ".join(str(e).split()) or " ".join(captured.getvalue().split())
             raise SubmissionError(f"sbatch refused {len(chunk)} cells: {message}") from None
-        for run, job in zip(runs, jobs):
+        for i, run in enumerate(runs):
+            job = jobs[i // per]
             run.update_state(f"submitted as SLURM job {job.job_id}", status=Status.QUEUED, job_id=job.job_id,
                              submission=None)
-        if len(chunk) == 1:  # submitit sends a batch of one as a plain job
-            print(f"submitted 1 cell as SLURM job {jobs[0].job_id}", flush=True)
+        cells = f"{len(chunk)} cell{'s' if len(chunk) > 1 else ''}" + (f", {per} per job," if per > 1 else "")
+        if tasks == 1:  # submitit sends a batch of one as a plain job
+            print(f"submitted {cells} as SLURM job {jobs[0].job_id}", flush=True)
         else:
-            print(f"submitted {len(chunk)} cells as SLURM array {jobs[0].job_id.split('_')[0]} "
-                  f"(at most {min(r.array_parallelism, len(chunk))} at once)", flush=True)
+            print(f"submitted {cells} as SLURM array {jobs[0].job_id.split('_')[0]} "
+                  f"(at most {min(r.array_parallelism, tasks)} jobs at once)", flush=True)
 
     # --- what is real ----------------------------------------------------------------------------------------------
 
