@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .identity import run_id
 from .recipes import RECIPES
-from .schema import ConfigError, check, did_you_mean, parse, set_dotted, to_dict
+from .schema import ConfigError, check, did_you_mean, get_dotted, parse, set_dotted, to_dict
 from .yamlio import load_file
 
 
@@ -195,16 +195,21 @@ class RunConfig:
 
     @functools.cached_property
     def run_id(self) -> str:
-        """The hash of what is computed: where metrics are also sent (system.tracking) is left out, and so is the
-        world size (with sync_bn) where it changes nothing."""
+        """The hash of what is computed. Left out: settings that never change it (NOT_IDENTITY), the world size where
+        it changes nothing (`world_matters`), and settings at the value they had before they existed (AT_DEFAULT), so
+        that adding a setting keeps every earlier run id."""
         resolved = self.to_dict()
-        ignored = NOT_IDENTITY if self.world_matters else (*NOT_IDENTITY, *WORLD)
-        resolved["system"] = {k: v for k, v in resolved["system"].items() if k not in ignored}
+        left_out = [*NOT_IDENTITY, *(() if self.world_matters else WORLD),
+                    *(key for key, value in AT_DEFAULT.items() if get_dotted(resolved, key) == value)]
+        for key in left_out:
+            section, name = key.split(".")
+            del resolved[section][name]
         return run_id(resolved)
 
 
-NOT_IDENTITY = ("tracking",)     # system fields that never change what a run computes
-WORLD = ("world_size", "sync_bn")  # system fields that change it only when `world_matters`
+NOT_IDENTITY = ("system.tracking", "data.prefetch_factor")  # never change what a run computes
+WORLD = ("system.world_size", "system.sync_bn")              # change it only when `world_matters`
+AT_DEFAULT = {"data.decode": "host"}                         # added later; before, every run decoded on the host
 
 
 def expand_recipe(raw: Any, path: str = "recipe") -> dict[str, Any]:
