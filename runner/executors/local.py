@@ -144,6 +144,13 @@ class LocalExecutor(Executor):
         return problems
 
     def _run(self, cells: list[Cell], interrupts: Interrupts) -> list[str]:
+        mps = Mps()
+        try:
+            return self._drive(cells, interrupts, mps)
+        finally:  # the MPS daemon is ours: it ends with the cells, however they end
+            mps.stop()
+
+    def _drive(self, cells: list[Cell], interrupts: Interrupts, mps: Mps) -> list[str]:
         from tqdm import tqdm
         gpus, world, per_gpu = gpu_count(), self.spec.run.world_size, self.spec.run.cells_per_gpu
         # slot s: GPUs (s x world + rank) mod gpus; with cells_per_gpu N, N slots per GPU (world is then 1)
@@ -152,7 +159,6 @@ class LocalExecutor(Executor):
         # per core); 0: torch's own
         processes = parallel * world
         threads = max(1, (os.cpu_count() or 1) // processes) if (not gpus or per_gpu > 1) and processes > 1 else 0
-        mps = Mps()
         sharing = min(per_gpu, -(-parallel // max(gpus, 1)))  # what a device really holds: fewer cells, fewer sharers
         self.share_env = {**sharing_env(sharing), **mps.start(gpus, sharing, print)}
         pending = deque(cells)
@@ -232,7 +238,6 @@ class LocalExecutor(Executor):
                     elif pending and not interrupts.requested:
                         start(slot)
         bar.close()
-        mps.stop()
         if interrupts.requested:
             self._settle(cells, Status.INTERRUPTED, "interrupted before it finished")
         else:
