@@ -67,10 +67,14 @@ def slurm_cluster() -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in tests/test_slurm*.py needs the cluster: marked `slurm` (`pytest -m "not slurm"` leaves them)."""
+    """Every test in tests/test_slurm*.py needs the cluster: marked `slurm` (`pytest -m "not slurm"` leaves them).
+    Tests that need the cluster run one at a time, in one xdist group: its one node has two CPUs, and a test that
+    preempts or times out a job must have it to itself."""
     for item in items:
         if item.path.name.startswith("test_slurm"):
             item.add_marker(pytest.mark.slurm)
+        if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def skip_unless_required(message: str, require_env: str) -> NoReturn:
