@@ -16,14 +16,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness.status import ACTIVE as ON_ITS_WAY  # torch-free: the ledger's one vocabulary
-from harness.status import Status
-
 STUDY_FILE = "study.yaml"
 RUNS_DIR = "runs"
 
 # The ledger's statuses (state.json) of a run on its way or resumable: its results are still to come.
-ACTIVE = (*sorted(s.value for s in ON_ITS_WAY), Status.INTERRUPTED.value)
+ACTIVE = ("submitting", "queued", "running", "interrupted")
 
 RESULT_METRICS = ["train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "test_loss", "test_top1",
                   "test_top5", "selected_epoch", "val_top1_selected", "test_top1_selected", "test_top5_selected",
@@ -262,8 +259,7 @@ def _status(result: dict[str, Any] | None, result_error: str | None, state: dict
         status, reason = result.get("status"), result.get("reason")
         if not isinstance(status, str):
             return "unreadable", "result.json: no status"
-        # resubmitted: the old result is old
-        if status != Status.DONE and _get(state, "status") in (*ACTIVE, Status.NEW.value):
+        if status != "done" and _get(state, "status") in (*ACTIVE, "new"):  # resubmitted: the old result is old
             return state["status"], f"requeued after {status}" + (f": {reason}" if reason else "")
         return status, reason
     if state_error:
