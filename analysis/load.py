@@ -19,7 +19,8 @@ import yaml
 STUDY_FILE = "study.yaml"
 RUNS_DIR = "runs"
 
-# The ledger's statuses (state.json) of a run on its way or resumable: its results are still to come.
+# The ledger's statuses (state.json) of a run on its way or resumable: its results are still to come. Spelled out
+# rather than imported from harness/status.py: `analysis` imports nothing of the toolkit (a results folder alone).
 ACTIVE = ("submitting", "queued", "running", "interrupted")
 
 RESULT_METRICS = ["train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "test_loss", "test_top1",
