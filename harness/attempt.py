@@ -111,6 +111,26 @@ class Attempt:
         self.run.edit_state(f"attempt started by {self.owner}", edit)
         self.heartbeat.__enter__()
 
+    def resume(self, trained_by: dict[str, int] | None, next_epoch: int) -> None:
+        """Bring the log in line with the checkpoint this attempt resumes from: the attempt that wrote it trained
+        through `next_epoch - 1`, even where it died between saving the checkpoint and recording the epoch.
+        `trained_by` is None in checkpoints from before the toolkit recorded their writer."""
+        if trained_by is None:
+            return
+
+        def lagging(state: dict[str, Any]) -> dict[str, Any] | None:
+            entry = next((a for a in state["attempts_log"] if a["n"] == trained_by["attempt"]), None)
+            last = -1 if entry is None or entry.get("last_epoch") is None else entry["last_epoch"]
+            return entry if entry is not None and last < next_epoch - 1 else None
+
+        def edit(state: dict[str, Any]) -> None:
+            if (entry := lagging(state)) is not None:
+                if entry.get("first_epoch") is None:
+                    entry["first_epoch"] = trained_by["first_epoch"]
+                entry["last_epoch"] = state["last_epoch"] = next_epoch - 1
+        if lagging(self.run.read_state()) is not None:  # rarely: most resumes have nothing to bring in line
+            self.run.edit_state(f"attempt {trained_by['attempt']} trained through epoch {next_epoch - 1}", edit)
+
     def begin_epoch(self, epoch: int) -> None:
         self.epoch, self._epoch_t0 = epoch, time.perf_counter()
 

@@ -238,6 +238,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt |
         _set_rng_state(ckpt["rng"], device)
         history, start_epoch, erf_init = ckpt["history"], ckpt["epoch"], ckpt.get("erf_init")
         if attempt is not None:
+            attempt.resume(ckpt.get("trained_by"), start_epoch)
             run.write_metrics(history)
             log(f"resumed {cfg.run_id} after epoch {start_epoch - 1} (attempt {attempt.number})")
     elif attempt is not None:
@@ -285,7 +286,7 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt |
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "loader": loaders.train.state_dict(), "rng": _rng_state(device),
                 "history": history, "setting": asdict(setting), "probe": probe, "run_id": cfg.run_id,
-                "erf_init": erf_init})
+                "erf_init": erf_init, "trained_by": {"attempt": attempt.number, "first_epoch": start_epoch}})
         run.append_metrics(record)
         trackers.log(epoch, record)
         attempt.end_epoch(epoch)

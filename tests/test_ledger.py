@@ -179,6 +179,39 @@ def test_a_second_trainer_on_a_run_directory_is_refused_naming_the_first(tmp_pat
         assert owner.pid == os.getpid()
 
 
+_KILLED_BETWEEN_CHECKPOINT_AND_RECORD = """
+import json, os, signal, sys
+from harness.attempt import Attempt
+from harness.config import resolve
+from harness.train import train
+record = Attempt.end_epoch
+def record_or_die(self, epoch):
+    if epoch == 3:  # epoch 3's checkpoint is on disk; its line in the ledger is not
+        os.kill(os.getpid(), signal.SIGKILL)
+    record(self, epoch)
+Attempt.end_epoch = record_or_die
+train(resolve(json.loads(sys.argv[1])), sys.argv[2], log=lambda line: None)
+"""
+
+
+def test_a_trainer_killed_between_its_checkpoint_and_its_record_is_credited_by_the_resume(tmp_path):
+    """The narrowest window of a SIGKILL: the epoch's checkpoint saved, the ledger not yet told. The next attempt
+    resumes after that epoch and credits it to the attempt that wrote the checkpoint: every epoch trained once."""
+    from harness.config import resolve
+    from harness.train import train
+    base = {**LONG_BASE, "recipe": {**LONG_BASE["recipe"], "epochs": 6}, "seed": 0}
+    cfg = resolve(base)
+    run = tmp_path / "results" / "tiny" / "runs" / cfg.run_id
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BETWEEN_CHECKPOINT_AND_RECORD, json.dumps(base), str(run)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert state(run)["last_epoch"] == 2 and state(run)["status"] == "running"  # what the ledger knew at the kill
+    train(cfg, run, log=lambda line: None)
+    s = check_ledger(tmp_path, 6)[cfg.run_id]
+    assert [(a["why"], a["first_epoch"], a["last_epoch"]) for a in s["attempts_log"]] == \
+        [("killed", 0, 3), ("done", 4, 5)]
+
+
 DAMAGE = {  # file -> how it is damaged
     "state.json": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
     "ledger.jsonl": lambda p: p.write_bytes(p.read_bytes()[:-40]),
