@@ -18,15 +18,15 @@ from conftest import ROOT, run_study, wait_until
 from test_slurm import SLOW_BASE, popen_study, slurm_study, states
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
-SBATCH = shutil.which("sbatch") or "/usr/bin/sbatch"
 
 
-def fake_sbatch(tmp_path: Path, body: str) -> dict[str, str]:
-    """An environment whose `sbatch` is a script: `body` runs with $REAL (the real sbatch) and $N (the call count)."""
+def counted(command: str, tmp_path: Path, body: str = 'exec $REAL "$@"') -> dict[str, str]:
+    """An environment whose `command` is a script: `body` runs with $REAL (the real command) and $N (the call count,
+    also in <tmp_path>/<command>.calls)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    script = bin_dir / "sbatch"
-    script.write_text(f"#!/bin/bash\nREAL={SBATCH}\nCOUNT={tmp_path}/sbatch.calls\n"
+    script = bin_dir / command
+    script.write_text(f"#!/bin/bash\nREAL={shutil.which(command)}\nCOUNT={tmp_path}/{command}.calls\n"
                       f"N=$(( $(cat $COUNT 2>/dev/null || echo 0) + 1 )); echo $N > $COUNT\n{body}\n")
     script.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
@@ -41,7 +41,7 @@ def test_a_refused_chunk_charges_nothing_and_the_chunks_that_went_in_are_not_sub
     # three one-cell chunks; the second sbatch fails as a busy controller would make it
     path = slurm_study(tmp_path, "refused", run={"max_array_size": 1},
                        grid={"model.mixer": ["dwconv", "identity", "pool"]})
-    env = fake_sbatch(tmp_path, 'if [ "$N" = 2 ]; then echo "sbatch: error: Batch job submission failed: '
+    env = counted("sbatch", tmp_path, 'if [ "$N" = 2 ]; then echo "sbatch: error: Batch job submission failed: '
                                 'Socket timed out on send/recv operation" >&2; exit 1; fi\nexec $REAL "$@"')
     first = run_env(str(path), env=env)
     out = first.stdout + first.stderr
@@ -69,7 +69,7 @@ def test_a_runner_killed_around_sbatch_leaves_no_cell_stuck_and_no_second_job(tm
     submit = 'OUT=$($REAL "$@") || exit 1; echo "$OUT"'
     body = (f"touch {marker}; sleep 600; {submit}" if moment == "before sbatch" else
             f'OUT=$($REAL "$@") || exit 1; touch {marker}; sleep 600; echo "$OUT"')
-    env = fake_sbatch(tmp_path, body)
+    env = counted("sbatch", tmp_path, body)
     runner = subprocess.Popen([sys.executable, "-m", "runner", str(path)], cwd=ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     wait_until(marker.exists, 120, "the runner to be inside sbatch", runner)
@@ -130,9 +130,13 @@ def test_wait_after_a_plain_submit_blocks_until_the_cells_end(tmp_path):
 
 @pytest.mark.parametrize("key,value", [("mem_gb", 100000), ("cpus_per_task", 512)])
 def test_a_request_no_node_can_meet_is_refused_before_anything_is_written(tmp_path, key, value):
+    """... even when sinfo's first answer is an error (a busy controller): it is asked again."""
     path = slurm_study(tmp_path, "huge", run={key: value})
-    p = run_study(str(path))
+    busy = 'if [ "$N" = 1 ]; then echo "sinfo: error: Socket timed out on send/recv operation" >&2; exit 1; fi\n' \
+           'exec $REAL "$@"'
+    p = run_env(str(path), env=counted("sinfo", tmp_path, busy))
     assert p.returncode == 2 and f"run.{key}: {value}" in p.stderr and "largest" in p.stderr, p.stdout + p.stderr
+    assert int((tmp_path / "sinfo.calls").read_text()) == 2
     assert "Traceback" not in p.stderr and not (tmp_path / "results").exists()
 
 
@@ -147,11 +151,22 @@ def test_a_study_survives_a_restart_of_a_slurm_daemon(tmp_path, daemon, sig):
     subprocess.run(["kill", f"-{sig}", *pids], check=True)
     wait_until(lambda: subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0, 60,
                f"{daemon} to stop")
+    checking = None
     if daemon == "slurmctld":
         assert subprocess.run(["squeue"], capture_output=True).returncode != 0  # the runner polls a silent cluster
+        # a study submitted meanwhile waits for sinfo's answer rather than refusing itself for want of a cluster;
+        # here its request is too large, which only that answer can show
+        checking = subprocess.Popen([sys.executable, "-m", "runner", str(slurm_study(tmp_path, "huge",
+                                                                                     run={"mem_gb": 100000}))],
+                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=counted("sinfo", tmp_path))
+        wait_until(lambda: (tmp_path / "sinfo.calls").exists(), 120, "the study asking sinfo", checking)
     log = open(tmp_path / f"{daemon}.out", "w")
     subprocess.Popen([c.decode() for c in command], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                      start_new_session=True)  # as cluster-up.sh starts it: state recovered from StateSaveLocation
+    if checking is not None:
+        refused = checking.communicate(timeout=120)[0]
+        assert checking.returncode == 2 and "run.mem_gb: 100000" in refused and "largest" in refused, refused
     out = runner.communicate(timeout=600)[0]
     assert runner.returncode == 0, out
     final = states(tmp_path, "restart")

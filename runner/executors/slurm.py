@@ -99,10 +99,23 @@ def sacct(job_ids: list[str] | None = None, names: list[str] | None = None) -> d
     return jobs
 
 
+def _sinfo(*args: str, waits: tuple[float, ...] = (1.0, 3.0, 8.0)) -> subprocess.CompletedProcess | None:
+    """sinfo's answer, asked again after each of `waits` while it has none: a controller that is busy or restarting
+    is not a missing cluster, and a study refused for it would be refused for nothing. None: no answer at all."""
+    if shutil.which("sinfo") is None:
+        return None
+    for wait in (*waits, 0.0):
+        out = _run(["sinfo", "-h", *args])
+        if out is not None and out.returncode == 0:
+            return out
+        time.sleep(wait)
+    return None
+
+
 def partition_nodes(partition: str | None) -> tuple[str, list[dict[str, Any]]] | None:
     """(partition, [{cpus, mem_mb, gpus} per node]) of `partition` (the default one if None); None without sinfo."""
-    out = _run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%m|%G"])
-    if out is None or out.returncode != 0:
+    out = _sinfo("-N", "-o", "%P|%N|%c|%m|%G")
+    if out is None:
         return None
     nodes: dict[str, list[dict[str, Any]]] = {}
     default = None
@@ -164,8 +177,7 @@ class SlurmExecutor(Executor):
         partition, nodes = found
         if not nodes:
             known = sorted(set(line.split("|")[0].rstrip("*") for line in
-                               (_run(["sinfo", "-h", "-o", "%P|"]) or subprocess.CompletedProcess([], 0, "")).stdout
-                               .splitlines()))
+                               (_sinfo("-o", "%P|") or subprocess.CompletedProcess([], 0, "")).stdout.splitlines()))
             raise StudyError(f"{where}.partition: no partition {partition!r} on this cluster; partitions: "
                              f"{', '.join(known)}")
         gpu_key = "gpus_per_node" if r.gpus_per_node else "gpus_per_task"
