@@ -9,7 +9,7 @@ writes, under the study folder:
     tables/cells.csv                                 one row per cell: mean, std, n, 95% CI per metric, statuses,
                                                      comparisons with the control and the column's best, selection
     tables/<metric>.tex|.md, tables/cells.tex|.md    paper tables (booktabs LaTeX, Markdown)
-    figures/<name>.png|.pdf                          unless figures=False (--no-figures)
+    figures/<name>.png|.pdf                          unless report.figures is false (or --no-figures)
     report.md                                        what ran, the tables, the figures, every unfinished run
 """
 from .aggregate import aggregate

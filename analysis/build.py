@@ -93,12 +93,13 @@ def _compare(study: Study, shown: pd.DataFrame, spec: ReportSpec, axes: list[str
     return shown
 
 
-def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | None = None,
+def build_report(study_dir: Path | str, *, figures: bool | None = None, rows: str | None = None,
                  columns: str | None = None, metric_key: str | None = None,
                  echo: TextIO | None = sys.stdout) -> ReportPaths:
     """(Re)build a study's summary, tables, figures and report.md under `study_dir`, and print the summary.
 
-    `rows`, `columns` and `metric_key` override the study file's `report.table`; `echo=None` prints nothing.
+    `rows`, `columns` and `metric_key` override the study file's `report.table`, `figures` its `report.figures`
+    (default true); `echo=None` prints nothing.
     Raises StudyError when `study_dir` has no readable study.yaml, SpecError when the report names no column.
     """
     study = load_study(Path(study_dir))
@@ -141,7 +142,7 @@ def build_report(study_dir: Path | str, *, figures: bool = True, rows: str | Non
         table_paths.append(write_atomic(out / "tables" / f"{table.name}.md", to_markdown(table)))
 
     figure_set, problems = None, []
-    if figures:
+    if study.report.get("figures", True) if figures is None else figures:
         from .figures import write_figures  # matplotlib and seaborn are only imported here
         in_figures = runs[runs["selected"]] if spec.select_over else runs
         curves, problems = read_curves(study, in_figures)

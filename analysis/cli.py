@@ -17,7 +17,9 @@ from .spec import SpecError
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="study-report", description=__doc__.split("\n")[0])
     p.add_argument("study_dir", help="a study's results folder, e.g. results/mixer_vs_patch")
-    p.add_argument("--no-figures", action="store_true", help="only summary.csv, tables and report.md (fast)")
+    p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw the figures, or with --no-figures only summary.csv, tables and report.md (fast); "
+                        "default: the study's report.figures (true)")
     p.add_argument("--rows", help="axis down the tables (default: the study's report.table.rows, else model.mixer)")
     p.add_argument("--columns", help="axis across the tables (default: report.table.columns, else model.patch_size)")
     p.add_argument("--metric", help="the tables' and plots' main metric (default: report.table.metric, test_top1)")
@@ -32,6 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    build_report(args.study_dir, figures=not args.no_figures, rows=args.rows, columns=args.columns,
+    build_report(args.study_dir, figures=args.figures, rows=args.rows, columns=args.columns,
                  metric_key=args.metric, echo=None if args.quiet else sys.stdout)
     return 0

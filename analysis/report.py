@@ -211,7 +211,8 @@ def render_report(study: Study, runs: pd.DataFrame, cells: pd.DataFrame, spec: R
 
     lines += ["## Figures", ""]
     if figures is None:
-        lines += ["Not built this time (`--no-figures`).", ""]
+        lines += [f"Not built this time (`report.figures: false` or `--no-figures`); `study-report {study.dir} "
+                  "--figures` draws them.", ""]
     else:
         for name, paths in figures.written.items():
             lines += [f"![{name}](figures/{paths[0].name})", "", f"*{figures.captions[name]}* "

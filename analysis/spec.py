@@ -5,6 +5,7 @@
       table: {rows: model.mixer, columns: model.patch_size, metric: test_top1}
       plots: {x: model.patch_size, hue: model.mixer, style: model.patch_size}
       control: {model.mixer: dwconv}              # differences, CIs and Holm-adjusted p-values against this level
+      figures: true                               # false: summary, tables and report.md only
     select: {metric: val_top1, over: [recipe.lr, recipe.weight_decay]}
 
 Defaults: rows are model.mixer when it is an axis (else the first axis), columns model.patch_size when it is an
@@ -22,7 +23,8 @@ from typing import Any
 from .load import Study
 from .metrics import METRICS, SELECT_METRICS
 
-REPORT_KEYS = {"table": ("rows", "columns", "metric"), "plots": ("x", "hue", "style"), "control": None}
+REPORT_KEYS = {"table": ("rows", "columns", "metric"), "plots": ("x", "hue", "style"), "control": None,
+               "figures": None}
 SELECT_KEYS = ("metric", "over")
 
 
@@ -96,6 +98,8 @@ def check_report(report: Mapping[str, Any], axes: Sequence[str] | Mapping[str, S
     plots = _mapping(report.get("plots"), f"{where}.plots")
     _known_keys(table, REPORT_KEYS["table"], f"{where}.table")
     _known_keys(plots, REPORT_KEYS["plots"], f"{where}.plots")
+    if not isinstance(report.get("figures", True), bool):
+        raise SpecError(f"{where}.figures: expected true or false, got {report['figures']!r}")
     if table.get("metric") is not None:
         check_metric(table["metric"], f"{where}.table.metric")
     for section, keys in (("table", ("rows", "columns")), ("plots", REPORT_KEYS["plots"])):

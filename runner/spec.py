@@ -131,6 +131,7 @@ class ReportSpec:
     table: TableSpec = field(default_factory=TableSpec)
     plots: PlotSpec = field(default_factory=PlotSpec)
     control: dict[str, Any] = field(default_factory=dict)  # {axis: level} every other level is compared with
+    figures: bool = True  # false: summary, tables and report.md only (`study-report DIR --figures` draws them later)
 
 
 @dataclass(frozen=True)

@@ -460,7 +460,18 @@ def test_tables_only_build_is_fast_to_start_and_never_imports_matplotlib(study_d
     done = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["0", "False", "False"]
     assert (copy / "tables" / "test_top1.tex").exists() and (copy / "report.md").exists()
-    assert "Not built this time (`--no-figures`)." in (copy / "report.md").read_text()
+    assert "Not built this time (`report.figures: false` or `--no-figures`)" in (copy / "report.md").read_text()
+
+
+def test_a_study_without_figures_builds_none_until_asked(tmp_path):
+    study = write_study(tmp_path, mixers=("dwconv", "identity"), patch_sizes=(1,), seeds=(0, 1),
+                        report={"figures": False})
+    tables_only = build_report(study, echo=None)
+    assert tables_only.figures == [] and not (study / "figures").exists() and tables_only.tables
+    assert "Not built this time" in tables_only.report_md.read_text()
+    assert main([str(study), "--figures", "-q"]) == 0  # the flag outranks the study's setting
+    drawn = sorted(p.name for p in (study / "figures").glob("*.png"))
+    assert drawn and all(f"](figures/{name})" in (study / "report.md").read_text() for name in drawn)
 
 
 def test_rebuilding_as_the_study_progresses_picks_up_new_results(tmp_path):

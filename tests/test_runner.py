@@ -85,7 +85,8 @@ def test_bad_study_files_say_what_is_wrong_and_submit_nothing(tmp_path, fields, 
 
 @pytest.mark.slow
 def test_local_study_runs_skips_finished_cells_and_aggregates(tmp_path):
-    path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity"], "model.patch_size": [1, 2]})
+    path = write_study(tmp_path, grid={"model.mixer": ["dwconv", "identity"], "model.patch_size": [1, 2]},
+                       report={"figures": True})
     results = tmp_path / "results"
     dry = run_study(str(path), "--dry-run")
     assert dry.returncode == 0 and "4 cells: 4 new; 4 would be submitted" in dry.stdout
@@ -102,6 +103,7 @@ def test_local_study_runs_skips_finished_cells_and_aggregates(tmp_path):
     study = yaml.safe_load((results / "tiny" / "study.yaml").read_text())
     assert study["axes"] == ["model.mixer", "model.patch_size"] and len(study["cells"]) == 4
     assert (results / "tiny" / "summary.csv").exists() and (results / "tiny" / "report.md").exists()
+    assert "figure files" in first.stdout and list((results / "tiny" / "figures").glob("*.png"))
 
     again = run_study(str(path))
     assert again.returncode == 0 and "nothing to submit: 4 cells: 4 done" in again.stdout

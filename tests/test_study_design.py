@@ -110,6 +110,7 @@ def test_a_matched_study_lands_every_cell_within_3_percent(tmp_path, kind, targe
     ({"report": {"control": {"model.mixer": "dwcnv"}}},
      "report.control.model.mixer: 'dwcnv' is not one of its values (did you mean 'dwconv'?)"),
     ({"report": {"table": {"metric": "test_top"}}}, "report.table.metric: 'test_top' is not a metric here"),
+    ({"report": {"figures": "no"}}, "report.figures: expected bool, got 'no'"),
 ])
 def test_design_mistakes_fail_before_anything_is_written(tmp_path, fields, message):
     path = write_study(tmp_path, **fields)
