@@ -124,7 +124,8 @@ def test_a_worker_killed_by_the_kernel_costs_only_its_own_cell(tmp_path):
     path = write_study(tmp_path, base=LONG_BASE, run={"parallel": 2, "max_retries": 1},
                        grid={"model.mixer": ["dwconv", "identity", "pool"]})
     runner = start_runner(path)
-    running = lambda: [r for r in runs(tmp_path).values() if state(r)["status"] == "running" and epochs_done(r) >= 2]
+    running = lambda: [r for r in runs(tmp_path).values()  # a run folder is made before its state.json
+                       if (r / "state.json").exists() and state(r)["status"] == "running" and epochs_done(r) >= 2]
     wait_until(lambda: bool(running()), 120, "a cell past epoch 2", runner)
     victim = running()[0]
     os.kill(Owner.from_dict(state(victim)["owner"]).pid, signal.SIGKILL)  # what the OOM killer sends

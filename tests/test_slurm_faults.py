@@ -136,7 +136,7 @@ def test_a_request_no_node_can_meet_is_refused_before_anything_is_written(tmp_pa
            'exec $REAL "$@"'
     p = run_env(str(path), env=counted("sinfo", tmp_path, busy))
     assert p.returncode == 2 and f"run.{key}: {value}" in p.stderr and "largest" in p.stderr, p.stdout + p.stderr
-    assert int((tmp_path / "sinfo.calls").read_text()) == 2
+    assert int((tmp_path / "sinfo.calls").read_text()) >= 2  # more where the busy cluster itself failed one
     assert "Traceback" not in p.stderr and not (tmp_path / "results").exists()
 
 
