@@ -88,22 +88,56 @@ class Dataset:
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 
 
+def _approximate_mode(class_counts: Any, n_draws: int, rng: Any) -> Any:
+    """How many of `n_draws` come from each class: the floored proportional share, plus one for the largest
+    remainders, ties broken by `rng` (scikit-learn's `_approximate_mode`, draw for draw)."""
+    import numpy as np
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    remainder = continuous - floored
+    for value in np.sort(np.unique(remainder))[::-1] if need > 0 else ():
+        (tied,) = np.where(remainder == value)
+        add = min(len(tied), need)
+        floored[rng.choice(tied, size=add, replace=False)] += 1
+        need -= add
+        if need == 0:
+            break
+    return floored.astype(int)
+
+
 def holdout(labels: Any, val_fraction: float, data_seed: int) -> tuple[Any, Any]:
     """(train indices, validation indices) of a training split: a stratified `val_fraction` of it held out, drawn
     with `data_seed` (not the run's seed, so every cell of a study is compared on the same images). Each class keeps
-    its share on both sides (scikit-learn's StratifiedShuffleSplit); `val_fraction` 0 holds out nothing."""
+    its share on both sides; `val_fraction` 0 holds out nothing.
+
+    The same indices as scikit-learn's StratifiedShuffleSplit(test_size=val_fraction, random_state=data_seed), draw
+    for draw (tests/test_validation_split.py checks it): importing scikit-learn costs every training process 1.5 s."""
+    import math
+
     import numpy as np
-    from sklearn.model_selection import StratifiedShuffleSplit
     labels = np.asarray(labels)
     if val_fraction == 0:
         return np.arange(len(labels)), np.arange(0)
-    splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=data_seed)
-    try:
-        train, val = next(splitter.split(np.zeros(len(labels)), labels))
-    except ValueError as e:  # fewer images than classes on one side, or a class of one image
+    n_val = math.ceil(val_fraction * len(labels))
+    n_train = len(labels) - n_val
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    problem = (f"class {classes[counts < 2][0]} has only 1 image" if counts.min() < 2 else
+               f"{n_train} training images are fewer than the {len(classes)} classes" if n_train < len(classes) else
+               f"{n_val} validation images are fewer than the {len(classes)} classes" if n_val < len(classes) else None)
+    if problem:
         raise DatasetError(f"data.val_fraction {val_fraction:g} cannot hold out a stratified part of "
-                           f"{len(labels)} training images: {e}") from None
-    return np.sort(train), np.sort(val)
+                           f"{len(labels)} training images: {problem}")
+    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(data_seed)
+    train_counts = _approximate_mode(counts, n_train, rng)
+    val_counts = _approximate_mode(counts - train_counts, n_val, rng)
+    train, val = [], []
+    for members, n_t, n_v in zip(by_class, train_counts, val_counts):
+        shuffled = members.take(rng.permutation(len(members)), mode="clip")
+        train.append(shuffled[:n_t])
+        val.append(shuffled[n_t:n_t + n_v])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 def dataset_options(cls: type[Dataset]) -> dict[str, Any]:
@@ -134,13 +168,21 @@ class Digits(Dataset):
     known_train_size = 1797 - test_size
 
     def load(self, split: Split) -> tuple[Any, Any]:
+        import importlib.util
+
         import numpy as np
-        from sklearn.datasets import load_digits
-        digits = load_digits()
-        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255, (N, 1, 8, 8)
+        # load_digits' own file, read without importing scikit-learn (1.5 s): rows of 64 pixels (0..16), then the label
+        spec = importlib.util.find_spec("sklearn")
+        if spec is None or not spec.submodule_search_locations:
+            raise DatasetError("dataset 'digits' comes with scikit-learn, which is not installed here "
+                               "(pip install scikit-learn)")
+        table = np.loadtxt(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz",
+                           delimiter=",")
+        pixels, labels = table[:, :-1], table[:, -1]
+        images = np.round(pixels.reshape(-1, 1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
         order = np.random.default_rng(0).permutation(len(images))
         idx = order[-self.test_size:] if split == "test" else order[:-self.test_size]
-        return images[idx], digits.target[idx].astype(np.int64)
+        return images[idx], labels[idx].astype(np.int64)
 
 
 def _read_idx(path: Path) -> Any:

@@ -79,6 +79,50 @@ def test_an_impossible_hold_out_names_the_setting():
         build_loaders(cfg.data, cfg.recipe, CPU, 0)
 
 
+LABELS = {  # label vectors that exercise every branch: even shares, tied remainders, a rare class, many classes
+    "digits": lambda rng: create_dataset("digits").load("train")[1],
+    "balanced": lambda rng: np.repeat(np.arange(10), 50),
+    "uneven": lambda rng: rng.choice(7, size=333, p=[0.4, 0.2, 0.15, 0.1, 0.1, 0.03, 0.02]),
+    "rare class": lambda rng: np.concatenate([rng.integers(0, 5, 200), [5, 5]]),
+    "strings": lambda rng: np.array(["cat", "dog", "eel"])[rng.integers(0, 3, 101)],
+    "many classes": lambda rng: rng.integers(0, 100, 1000),
+    "a class of one": lambda rng: np.concatenate([np.repeat(np.arange(3), 10), [3]]),  # refused
+    "too few images": lambda rng: np.repeat(np.arange(10), 3),  # refused below a fraction of 1/3
+}
+
+
+@pytest.mark.parametrize("labels", LABELS)
+def test_the_hold_out_is_scikit_learns_stratified_split_index_for_index(labels):
+    """`holdout` replaces StratifiedShuffleSplit (whose import costs 1.5 s a process): every index must be the same,
+    or every validation set and every result of a study would move."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    from harness.datasets import holdout
+    rng = np.random.default_rng(list(LABELS).index(labels))
+    y = LABELS[labels](rng)
+    for fraction in (0.1, 0.2, 0.37, 0.5):
+        for seed in (0, 1, 7, 12345):
+            try:
+                expected = [np.sort(part) for part in next(StratifiedShuffleSplit(
+                    n_splits=1, test_size=fraction, random_state=seed).split(np.zeros(len(y)), y))]
+            except ValueError:  # scikit-learn refuses it: so must we, naming the setting
+                with pytest.raises(DatasetError, match=f"data.val_fraction {fraction:g} cannot hold out"):
+                    holdout(y, fraction, seed)
+                continue
+            train, val = holdout(y, fraction, seed)
+            assert np.array_equal(train, expected[0]) and np.array_equal(val, expected[1]), (labels, fraction, seed)
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images, labels = np.concatenate([create_dataset("digits").load(s)[0] for s in ("train", "test")]), \
+        np.concatenate([create_dataset("digits").load(s)[1] for s in ("train", "test")])
+    order = np.random.default_rng(0).permutation(1797)
+    assert np.array_equal(labels, digits.target[order])
+    assert np.array_equal(images[:, 0], np.round(digits.images[order] * (255.0 / 16.0)).astype(np.uint8))
+
+
 def epochs(*rows: tuple[float, float, float]) -> list[dict]:
     """Per-epoch records from (val_loss, val_top1, test_top1)."""
     return [{"epoch": e, "train_loss": 1.0, "train_top1": 50.0, "val_loss": loss, "val_top1": val, "val_top5": 99.0,
