@@ -298,8 +298,10 @@ def _train(cfg: RunConfig, run: RunDir, device: torch.device, attempt: Attempt |
     if attempt is None:
         return {}
 
-    with share.exclusive("throughput"):
-        throughput = _benchmark(cfg, model, input_size, geo.num_classes, device) if status == "done" else None
+    throughput = None
+    if status == "done":  # a diverged cell measures nothing, so it never makes the cells sharing its device pause
+        with share.exclusive("throughput"):
+            throughput = _benchmark(cfg, model, input_size, geo.num_classes, device)
     if erf_init is not None and status == "done":
         save_erf(run.path / "erf.npz", erf_init, effective_receptive_field(model, erf_images(erf_loader)))
     metrics = final_metrics(history, has_val=loaders.val is not None)

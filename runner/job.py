@@ -76,12 +76,11 @@ def slurm_world() -> World:
 def requeue_reason(run_dirs: list[str], signal_delay_s: int, max_num_timeout: int) -> str | None:
     """Why SLURM's warning signal came (preempted, time limit), or None where a cell has used up its time-limit
     requeues (run.max_num_timeout): the job then ends at its limit."""
-    reason = "time limit" if _near_time_limit(signal_delay_s) else "preempted"
-    for run_dir in run_dirs if reason == "time limit" else []:
-        log = (RunDir(run_dir).read_state().get("attempts_log") or [])
-        if sum(a.get("why") == "time limit" for a in log) >= max_num_timeout:
-            return None
-    return reason
+    if not _near_time_limit(signal_delay_s):
+        return "preempted"
+    limits = [sum(a.get("why") == "time limit" for a in RunDir(d).read_state().get("attempts_log") or [])
+              for d in run_dirs]
+    return None if max(limits, default=0) >= max_num_timeout else "time limit"
 
 
 def slurm_job_id() -> str | None:
