@@ -145,7 +145,9 @@ def assert_measured_alone(records: dict[str, dict[str, Any]]) -> None:
 
 def test_two_cells_share_the_cpu_and_each_measures_its_throughput_alone(tmp_path, monkeypatch):
     monkeypatch.setenv(SHARE_DIR_ENV, str(tmp_path / "locks"))
-    base = {**TINY_BASE, "recipe": {**TINY_BASE["recipe"], "epochs": 4}}
+    # 100 epochs (about 5 s of training) so that the cells overlap however far apart their workers start: with 4, one
+    # cell could finish before the other's worker had imported torch
+    base = {**TINY_BASE, "recipe": {**TINY_BASE["recipe"], "epochs": 100}}
     path = write_study(tmp_path, "pair", base=base, run={"cells_per_gpu": 2})
     p = run_study(str(path))
     assert p.returncode == 0, p.stdout + p.stderr
