@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 from conftest import ROOT, TINY_BASE, run_study, wait_until, write_study
-from test_ledger import check_ledger, runs, start_runner, state
+from test_ledger import check_ledger, epochs_done, runs, start_runner, state
 
 from harness.config import RunConfig, resolve
 from harness.data import DeviceLoader
@@ -243,8 +243,9 @@ def test_a_rank_killed_fails_its_cell_at_once_and_the_rerun_resumes_it(tmp_path)
     base = {**DP_BASE, "recipe": {**DP_BASE["recipe"], "epochs": 12}}
     path = write_study(tmp_path, base=base, grid={"model.mixer": ["dwconv"]}, run={"tasks_per_node": 2})
     runner = start_runner(path)
-    wait_until(lambda: runs(tmp_path) and (state(next(iter(runs(tmp_path).values()))).get("last_epoch") or 0) >= 1,
-               240, "the checkpoint after epoch 1", runner)
+    # epochs_done reads 0 for a run folder whose state.json is not written yet
+    wait_until(lambda: any(epochs_done(r) >= 2 for r in runs(tmp_path).values()), 240, "the checkpoint after epoch 1",
+               runner)
     (run,) = runs(tmp_path).values()
     (follower,) = rank_processes(run)
     os.kill(follower, signal.SIGKILL)  # the kernel's OOM killer, say: rank 0 learns from gloo's broken connection
